@@ -1,0 +1,139 @@
+"""Composition root: builds the stages of the control process, wires them, starts and
+stops them. Nothing else constructs stages or reaches for globals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from aiohttp import web
+from aiortc.rtcdatachannel import RTCDataChannel
+
+from edge_node import __version__
+from edge_node.config import Config
+from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_host_addresses
+from edge_node.media.fanout import PacketHub
+from edge_node.media.supervisor import WorkerSupervisor
+from edge_node.metrics import Registry
+from edge_node.server.http import build_app
+
+log = logging.getLogger(__name__)
+
+# /healthz reports "degraded" when no video packet has been produced for this long.
+STALE_VIDEO_S = 2.0
+
+
+class Node:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.started_at = time.monotonic()
+        self.registry = Registry()
+        self.supervisor = WorkerSupervisor(cfg, self.registry, self._on_worker_message)
+        self.hub = PacketHub(
+            self.registry,
+            request_keyframe=self.supervisor.request_keyframe,
+            frame_duration_pts=90000 // cfg.video.fps,
+        )
+        self.whep = WhepEndpoint(cfg, self.hub, self.registry, self._on_events_message)
+        self._c_events = self.registry.counter(
+            "edge_node_events_total", "Messages on the events data channel, by outcome."
+        )
+        self.http_app = build_app(self.whep, self.registry, self.health)
+        self._runner: web.AppRunner | None = None
+        self.http_port = cfg.http.port
+
+    def _on_worker_message(self, msg: dict[str, Any], gen: int) -> None:
+        self.hub.on_worker_message(msg, gen)
+
+    def _on_events_message(
+        self, session: WhepSession, channel: RTCDataChannel, message: str | bytes
+    ) -> None:
+        # The interaction engine takes these over (issue 5); until then every message
+        # gets an explicit answer instead of vanishing.
+        try:
+            msg = json.loads(message) if isinstance(message, str) else msgpack.unpackb(message)
+            event_id = msg.get("id") if isinstance(msg, dict) else None
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            msg, event_id = None, None
+        if not isinstance(msg, dict):
+            reply = {"t": "err", "id": None, "code": "bad_message",
+                     "msg": "expected a JSON or msgpack map"}
+            self._c_events.inc(outcome="bad_message")
+        else:
+            reply = {"t": "err", "id": event_id, "code": "forbidden",
+                     "msg": "this node does not accept interactions yet"}
+            self._c_events.inc(outcome="forbidden")
+        if isinstance(message, str):
+            channel.send(json.dumps(reply))
+        else:
+            channel.send(msgpack.packb(reply))
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        age = now - self.hub.last_packet_at if self.hub.last_packet_at else None
+        video_ok = age is not None and age < STALE_VIDEO_S
+        return {
+            "status": "ok" if self.supervisor.alive and video_ok else "degraded",
+            "node": self.cfg.node.id,
+            "version": __version__,
+            "uptime_s": round(now - self.started_at, 3),
+            "worker": {
+                "pid": self.supervisor.pid,
+                "alive": self.supervisor.alive,
+                "generation": self.supervisor.generation,
+                "restarts": self.supervisor.restarts,
+            },
+            "video": {
+                "source": self.hub.source,
+                "last_packet_age_s": None if age is None else round(age, 3),
+                "encoders": self.hub.encoders,
+            },
+            "viewers": self.hub.subscribers,
+        }
+
+    async def start(self) -> None:
+        Path(self.cfg.node.data_dir).mkdir(parents=True, exist_ok=True)
+        restrict_ice_host_addresses(self.cfg.webrtc.host_addresses)
+        await self.supervisor.start()
+        self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
+        await site.start()
+        server = site._server
+        if server is not None and server.sockets:  # the real port when 0 was asked
+            self.http_port = server.sockets[0].getsockname()[1]
+        log.info("edge-node started", extra={"node": self.cfg.node.id, "http_port": self.http_port,
+                                             "version": __version__})
+
+    async def stop(self) -> None:
+        await self.whep.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.supervisor.stop()
+        log.info("edge-node stopped")
+
+
+async def serve(cfg: Config, banner: bool = False) -> None:
+    node = Node(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    if banner:
+        host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host
+        print(f"edge-node {__version__} demo running\n"
+              f"  viewer (WHEP):  http://{host}:{node.http_port}/\n"
+              f"  metrics:        http://{host}:{node.http_port}/metrics\n"
+              f"  health:         http://{host}:{node.http_port}/healthz\n"
+              "Ctrl-C stops it.", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()

@@ -1,0 +1,353 @@
+"""Configuration: one TOML file plus ``EDGE_NODE_<SECTION>__<KEY>`` overrides.
+
+The dataclasses below are the single source of truth: defaults, types, limits and
+the documentation of every key live here. The example config under deploy/ and the
+config reference are generated from them (``example_toml``). Every error names the
+dotted key that is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_node.errors import ConfigError
+
+ENV_PREFIX = "EDGE_NODE_"
+
+
+def _key(
+    default: Any,
+    doc: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    meta = {"doc": doc, "min": min, "max": max, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    id: str = _key("edge-1", "Node id: names this box in logs, metrics and cloud summaries.")
+    data_dir: str = _key("./edge-data", "Directory for the node's state (secrets, spool, records).")
+    log_level: str = _key(
+        "info", "Log level.", choices=("debug", "info", "warning", "error")
+    )
+    log_format: str = _key(
+        "json", "Log format: one JSON object per line, or plain text.", choices=("json", "text")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str = _key("0.0.0.0", "Address the HTTP server (pages, WHIP, WHEP, WS, metrics) binds.")
+    port: int = _key(8080, "HTTP port.", min=1, max=65535)
+
+
+@dataclass(frozen=True, slots=True)
+class VideoConfig:
+    width: int = _key(1280, "Output width in pixels (even).", min=16, max=3840)
+    height: int = _key(720, "Output height in pixels (even).", min=16, max=2160)
+    fps: int = _key(30, "Output frame rate.", min=1, max=120)
+    bitrate_kbps: int = _key(2500, "Target H.264 bitrate in kbit/s.", min=100, max=50000)
+    keyframe_interval_s: float = _key(
+        2.0, "Longest time between keyframes, in seconds.", min=0.1, max=10.0
+    )
+    x264_preset: str = _key(
+        "ultrafast",
+        "libx264 preset; faster presets cost less CPU per frame.",
+        choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    kind: str = _key(
+        "test_pattern",
+        "Video source when no publisher is live: the synthetic test pattern or a looped file.",
+        choices=("test_pattern", "file"),
+    )
+    path: str = _key("", "Media file looped when kind = \"file\".")
+
+
+@dataclass(frozen=True, slots=True)
+class WebrtcConfig:
+    host_addresses: list[str] = _key(
+        [],
+        "Local addresses offered as ICE host candidates; empty = every non-loopback "
+        "interface. Set it on multi-homed boxes (or to [\"127.0.0.1\"] for local tests).",
+    )
+    max_viewers: int = _key(100, "Most WHEP sessions at once; more get 503.", min=1, max=10000)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    frame_queue: int = _key(
+        2, "Frames buffered between source and encoder; when full the oldest is dropped.",
+        min=1, max=30,
+    )
+    restart_delay_max_s: float = _key(
+        1.5, "Longest wait before restarting a media worker that keeps crashing.",
+        min=0.0, max=2.0,
+    )
+    stall_timeout_s: float = _key(
+        5.0, "A worker that sends nothing for this long is killed and restarted.",
+        min=1.0, max=60.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    probe: bool = _key(False, "Draw probe events as a barcode strip (latency benchmarks).")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    webrtc: WebrtcConfig = field(default_factory=WebrtcConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+
+def _section_types() -> dict[str, type[Any]]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _field_types(section: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(section)
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against the annotated type; TOML and env values both arrive here."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value)]
+    if isinstance(tp, types.UnionType):
+        raise ConfigError(key, "union types are not supported in the schema")
+    raise ConfigError(key, f"unsupported schema type {tp!r}")
+
+
+def _parse_env(key: str, tp: Any, raw: str) -> Any:
+    """Turn an environment string into the value the schema expects."""
+    if tp is str:
+        return raw
+    if tp is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(key, f"expected true or false, got {raw!r}")
+    if tp is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(key, f"expected an integer, got {raw!r}") from None
+    if tp is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(key, f"expected a number, got {raw!r}") from None
+    if typing.get_origin(tp) is list:
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(key, f"expected a JSON list: {exc}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    raise ConfigError(key, f"cannot be set from the environment (type {tp!r})")
+
+
+def _check_limits(key: str, f: dataclasses.Field[Any], value: Any) -> None:
+    lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+    if lo is not None and value < lo:
+        raise ConfigError(key, f"{value!r} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(key, f"{value!r} is above the maximum {hi}")
+    if choices is not None and value not in choices:
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(choices)}")
+
+
+def _build_section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
+    hints = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            raise ConfigError(f"{name}.{k}", f"unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{name}.{k}"
+        value = _coerce(key, hints[k], v)
+        _check_limits(key, fields[k], value)
+        kwargs[k] = value
+    return cls(**kwargs)
+
+
+def _validate_whole(cfg: Config) -> None:
+    """Rules that involve more than one key."""
+    if cfg.video.width % 2 or cfg.video.height % 2:
+        key = "video.width" if cfg.video.width % 2 else "video.height"
+        raise ConfigError(key, "must be even (yuv420p halves the chroma planes)")
+    if cfg.source.kind == "file":
+        if not cfg.source.path:
+            raise ConfigError("source.path", "required when source.kind = \"file\"")
+        if not Path(cfg.source.path).is_file():
+            raise ConfigError("source.path", f"no such file: {cfg.source.path}")
+
+
+def merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply ``EDGE_NODE_<SECTION>__<KEY>`` variables on top of the TOML data."""
+    sections = _section_types()
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for var, raw in sorted(environ.items()):
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        section, _, name = var[len(ENV_PREFIX):].lower().partition("__")
+        key = f"{section}.{name}"
+        if section not in sections:
+            raise ConfigError(key, f"unknown section in environment variable {var}")
+        hints = _field_types(sections[section])
+        if name not in hints:
+            raise ConfigError(key, f"unknown key in environment variable {var}")
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(section, "expected a table")
+        target[name] = _parse_env(key, hints[name], raw)
+    return merged
+
+
+def from_mapping(data: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Build a Config from nested dicts (TOML layout) on top of ``base`` (defaults)."""
+    base = base or Config()
+    sections = _section_types()
+    for name in data:
+        if name not in sections:
+            raise ConfigError(name, f"unknown section (known: {', '.join(sections)})")
+    built = {}
+    for name, cls in sections.items():
+        current = dataclasses.asdict(getattr(base, name))
+        given = data.get(name, {})
+        if not isinstance(given, Mapping):
+            raise ConfigError(name, f"expected a table, got {given!r}")
+        current.update(given)
+        # Validate only what was given, but build from the merged values.
+        _build_section(name, cls, given)
+        built[name] = cls(**current)
+    cfg = Config(**built)
+    _validate_whole(cfg)
+    return cfg
+
+
+def load(
+    path: str | Path | None,
+    environ: Mapping[str, str] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Load a TOML file (or only defaults when ``path`` is None) plus env overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"no such file: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    merged = merge_env(data, os.environ if environ is None else environ)
+    return from_mapping(merged, base)
+
+
+def demo_config() -> Config:
+    """The embedded default of ``edge-node demo`` (before env overrides)."""
+    return Config(
+        node=NodeConfig(id="demo"),
+        bench=BenchConfig(probe=True),
+    )
+
+
+def to_wire(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_wire(data: Mapping[str, Any]) -> Config:
+    return from_mapping(data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def example_toml() -> str:
+    """The commented example config: every key, its default, its meaning and limits."""
+    lines = [
+        "# edge-node configuration: every key with its default.",
+        "# Generated from edge_node/config.py (python -m edge_node.config > this file);",
+        "# tests/test_config.py fails when the two disagree.",
+        "# Any key can be overridden by EDGE_NODE_<SECTION>__<KEY>, e.g. EDGE_NODE_HTTP__PORT=9090.",
+    ]
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        lines.append("")
+        lines.append(f"[{section.name}]")
+        sect = getattr(defaults, section.name)
+        for f in dataclasses.fields(sect):
+            meta = f.metadata
+            limits = []
+            if meta.get("min") is not None:
+                limits.append(f"min {meta['min']}")
+            if meta.get("max") is not None:
+                limits.append(f"max {meta['max']}")
+            if meta.get("choices"):
+                limits.append("one of " + ", ".join(meta["choices"]))
+            doc = meta["doc"] + (f" ({'; '.join(limits)})" if limits else "")
+            lines.append(f"# {doc}")
+            lines.append(f"{f.name} = {_toml_value(getattr(sect, f.name))}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(example_toml(), end="")

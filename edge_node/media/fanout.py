@@ -1,0 +1,172 @@
+"""Fan-out of the one encoded stream to every consumer in the control process.
+
+The hub receives the worker's packets, keeps timestamps monotonic across worker
+restarts, records per-stage timings, and hands each packet to every subscriber's
+bounded queue. A subscriber starts at a keyframe (one is requested when it joins);
+one that falls behind is flushed, waits for the next keyframe, and the drop is
+counted. Runs on the control loop; never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_node.metrics import RateMeter, Registry
+
+# Keyframe requests closer together than this are merged into one (PLI storms).
+KEYFRAME_MIN_INTERVAL_S = 0.25
+SUBSCRIBER_QUEUE = 60
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    data: bytes
+    pts: int  # 1/90000 s, monotonic across worker restarts
+    keyframe: bool
+    capture: float  # time.monotonic() at capture (the clock is shared by both processes)
+
+
+@dataclass(eq=False)
+class Subscription:
+    name: str
+    queue: asyncio.Queue[EncodedPacket] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE)
+    )
+    waiting_keyframe: bool = True
+    packets: int = 0
+
+
+class PacketHub:
+    def __init__(
+        self,
+        registry: Registry,
+        request_keyframe: Callable[[], None],
+        frame_duration_pts: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._request_keyframe_cb = request_keyframe
+        self._frame_duration = frame_duration_pts
+        self._clock = clock
+        self._subs: set[Subscription] = set()
+        self._gen = 0
+        self._offset = 0
+        self._last_pts = -1
+        self._last_keyframe_request = -1e9
+        self._last_stats: dict[str, Any] = {}
+        self._fps_out = RateMeter()
+        self._bits = RateMeter()
+        self._fps_in = 0.0
+        self.encoders = 0
+        self.last_packet_at = 0.0
+        self.source = ""
+
+        r = registry
+        self.h_queue = r.histogram(
+            "edge_node_queue_wait_seconds", "Time a frame waited between source and encoder."
+        )
+        self.h_composite = r.histogram(
+            "edge_node_composite_seconds", "Time to composite the overlays onto a frame."
+        )
+        self.h_encode = r.histogram("edge_node_encode_seconds", "Time to encode a frame.")
+        self.h_fanout = r.histogram(
+            "edge_node_capture_to_fanout_seconds",
+            "From frame capture in the worker to its packet reaching the fan-out.",
+        )
+        self.c_packets = r.counter("edge_node_packets_total", "Encoded video packets fanned out.")
+        self.c_dropped = r.counter(
+            "edge_node_frames_dropped_total", "Frames or packets dropped, by stage."
+        )
+        self.c_keyframe_requests = r.counter(
+            "edge_node_keyframe_requests_total", "Keyframe requests sent to the encoder."
+        )
+        r.gauge("edge_node_frames_in_per_second", "Frames produced by the source per second.",
+                read=lambda: self._fps_in)
+        r.gauge("edge_node_frames_out_per_second", "Encoded frames fanned out per second.",
+                read=lambda: self._fps_out.rate(self._clock()))
+        r.gauge("edge_node_bitrate_bits_per_second", "Encoded video bitrate.",
+                read=lambda: self._bits.rate(self._clock()))
+        r.gauge("edge_node_video_encoders", "Video encoders running (one, whatever the viewers).",
+                read=lambda: float(self.encoders))
+        r.gauge("edge_node_viewers", "Subscribers to the encoded stream (WHEP viewers, ...).",
+                read=lambda: float(len(self._subs)))
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self, name: str) -> Subscription:
+        sub = Subscription(name)
+        self._subs.add(sub)
+        self.request_keyframe()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def request_keyframe(self) -> None:
+        now = self._clock()
+        if now - self._last_keyframe_request >= KEYFRAME_MIN_INTERVAL_S:
+            self._last_keyframe_request = now
+            self.c_keyframe_requests.inc()
+            self._request_keyframe_cb()
+
+    def on_worker_message(self, msg: dict[str, Any], gen: int) -> None:
+        kind = msg["t"]
+        if kind == "pkt":
+            self._on_packet(msg, gen)
+        elif kind == "stats":
+            self._on_stats(msg, gen)
+
+    def _on_stats(self, msg: dict[str, Any], gen: int) -> None:
+        prev = self._last_stats if self._last_stats.get("gen") == gen else {}
+        self.c_dropped.inc(max(0, msg["dropped"] - prev.get("dropped", 0)), stage="source_queue")
+        now = self._clock()
+        if prev:
+            dt = now - prev["at"]
+            if dt > 0:
+                self._fps_in = (msg["frames_in"] - prev["frames_in"]) / dt
+        self.encoders = int(msg["encoders"])
+        self.source = str(msg["source"])
+        self._last_stats = {**msg, "gen": gen, "at": now}
+
+    def _on_packet(self, msg: dict[str, Any], gen: int) -> None:
+        now = self._clock()
+        if gen != self._gen:
+            # A new worker counts from zero again: continue one frame after the last pts.
+            self._gen = gen
+            self._offset = self._last_pts + self._frame_duration - int(msg["pts"])
+        pts = max(int(msg["pts"]) + self._offset, self._last_pts + 1)
+        self._last_pts = pts
+        data: bytes = msg["data"]
+        packet = EncodedPacket(data, pts, bool(msg["key"]), float(msg["capture"]))
+        self.last_packet_at = now
+        self.h_queue.observe(msg["queue_s"])
+        self.h_composite.observe(msg["composite_s"])
+        self.h_encode.observe(msg["encode_s"])
+        self.h_fanout.observe(max(0.0, now - packet.capture))
+        self.c_packets.inc()
+        self._fps_out.add(now)
+        self._bits.add(now, len(data) * 8)
+        for sub in self._subs:
+            self._deliver(sub, packet)
+
+    def _deliver(self, sub: Subscription, packet: EncodedPacket) -> None:
+        if sub.waiting_keyframe:
+            if not packet.keyframe:
+                return
+            sub.waiting_keyframe = False
+        try:
+            sub.queue.put_nowait(packet)
+            sub.packets += 1
+        except asyncio.QueueFull:
+            # Behind by a whole queue: flush, restart from the next keyframe.
+            dropped = sub.queue.qsize() + 1
+            while not sub.queue.empty():
+                sub.queue.get_nowait()
+            sub.waiting_keyframe = True
+            self.c_dropped.inc(dropped, stage="subscriber")
+            self.request_keyframe()

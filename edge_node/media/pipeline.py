@@ -1,0 +1,177 @@
+"""The worker's frame pipeline: source -> compositor -> encode once -> emit.
+
+Two threads: the source thread paces and produces frames into a bounded queue; the
+encode thread composites and encodes (PyAV and numpy release the GIL). When the
+encode thread falls behind, the oldest queued frame is dropped and counted: live
+video prefers fresh over complete. Timestamps are stamped at capture from the
+monotonic clock, in 1/90000 s, and are strictly increasing.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+
+from edge_node.config import Config
+from edge_node.media.encode import H264Encoder
+from edge_node.media.sources import Source
+from edge_node.overlay.compositor import Compositor
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class DropOldestQueue:
+    """A bounded FIFO whose ``put`` never blocks: when full, the oldest item goes."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._maxsize = maxsize
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            if len(self._items) >= self._maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+
+    def get(self, timeout: float) -> Any | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            return self._items.popleft() if self._items else None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class PtsClock:
+    """Capture time -> strictly increasing pts in 1/90000 s."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self._last = -1
+
+    def pts(self, t_capture: float) -> int:
+        pts = max(round((t_capture - self.t0) * 90000), self._last + 1)
+        self._last = pts
+        return pts
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        source_factory: Callable[[threading.Event], Source],
+        emit: Emit,
+        compositor: Compositor | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._source_factory = source_factory
+        self._emit = emit
+        self.compositor = compositor or Compositor()
+        self.encoder = H264Encoder(cfg.video)
+        self.queue = DropOldestQueue(cfg.worker.frame_queue)
+        self.stop_event = threading.Event()
+        self._keyframe = threading.Event()
+        self.frames_in = 0
+        self.frames_out = 0
+        self.source_name = ""
+        self.error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+
+    def request_keyframe(self) -> None:
+        self._keyframe.set()
+
+    def start(self) -> None:
+        for target, name in ((self._run_source, "source"), (self._run_encode, "encode")):
+            t = threading.Thread(target=self._guard(target), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # the worker exits; the supervisor restarts it
+                log.exception("pipeline thread %s failed", threading.current_thread().name)
+                self.error = exc
+                self.stop_event.set()
+
+        return run
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.stop_event.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "t": "stats",
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "dropped": self.queue.dropped,
+            "encoders": 1,
+            "keyframes_forced": self.encoder.keyframes_forced,
+            "source": self.source_name,
+        }
+
+    def _run_source(self) -> None:
+        source = self._source_factory(self.stop_event)
+        self.source_name = source.name
+        try:
+            while not self.stop_event.is_set():
+                frame = source.read()
+                if self.stop_event.is_set():
+                    break
+                self.frames_in += 1
+                self.queue.put((frame, time.monotonic()))
+        finally:
+            source.close()
+
+    def _run_encode(self) -> None:
+        clock = PtsClock(time.monotonic())
+        while not self.stop_event.is_set():
+            item = self.queue.get(timeout=0.1)
+            if item is None:
+                continue
+            frame, t_capture = item
+            t_start = time.monotonic()
+            pts = clock.pts(t_capture)
+            frame.pts = pts
+            frame = self.compositor.composite(frame, pts / 90000)
+            t_composited = time.monotonic()
+            force = self._keyframe.is_set()
+            if force:
+                self._keyframe.clear()
+            packets = self.encoder.encode(frame, force_keyframe=force)
+            t_encoded = time.monotonic()
+            self.frames_out += 1
+            for packet in packets:
+                self._emit_packet(packet, t_capture, t_start, t_composited, t_encoded)
+
+    def _emit_packet(
+        self, packet: av.Packet, t_capture: float, t_start: float, t_comp: float, t_enc: float
+    ) -> None:
+        self._emit(
+            {
+                "t": "pkt",
+                "data": bytes(packet),
+                "pts": int(packet.pts),
+                "key": bool(packet.is_keyframe),
+                "capture": t_capture,
+                "queue_s": t_start - t_capture,
+                "composite_s": t_comp - t_start,
+                "encode_s": t_enc - t_comp,
+            }
+        )

@@ -62,12 +62,20 @@ class Node:
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             msg, event_id = None, None
         if not isinstance(msg, dict):
-            reply = {"t": "err", "id": None, "code": "bad_message",
-                     "msg": "expected a JSON or msgpack map"}
+            reply = {
+                "t": "err",
+                "id": None,
+                "code": "bad_message",
+                "msg": "expected a JSON or msgpack map",
+            }
             self._c_events.inc(outcome="bad_message")
         else:
-            reply = {"t": "err", "id": event_id, "code": "forbidden",
-                     "msg": "this node does not accept interactions yet"}
+            reply = {
+                "t": "err",
+                "id": event_id,
+                "code": "forbidden",
+                "msg": "this node does not accept interactions yet",
+            }
             self._c_events.inc(outcome="forbidden")
         if isinstance(message, str):
             channel.send(json.dumps(reply))
@@ -106,10 +114,12 @@ class Node:
         site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
         await site.start()
         server = site._server
-        if server is not None and server.sockets:  # the real port when 0 was asked
+        if isinstance(server, asyncio.Server) and server.sockets:  # real port when 0 asked
             self.http_port = server.sockets[0].getsockname()[1]
-        log.info("edge-node started", extra={"node": self.cfg.node.id, "http_port": self.http_port,
-                                             "version": __version__})
+        log.info(
+            "edge-node started",
+            extra={"node": self.cfg.node.id, "http_port": self.http_port, "version": __version__},
+        )
 
     async def stop(self) -> None:
         await self.whep.close_all()
@@ -128,11 +138,14 @@ async def serve(cfg: Config, banner: bool = False) -> None:
     await node.start()
     if banner:
         host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host
-        print(f"edge-node {__version__} demo running\n"
-              f"  viewer (WHEP):  http://{host}:{node.http_port}/\n"
-              f"  metrics:        http://{host}:{node.http_port}/metrics\n"
-              f"  health:         http://{host}:{node.http_port}/healthz\n"
-              "Ctrl-C stops it.", flush=True)
+        print(
+            f"edge-node {__version__} demo running\n"
+            f"  viewer (WHEP):  http://{host}:{node.http_port}/\n"
+            f"  metrics:        http://{host}:{node.http_port}/metrics\n"
+            f"  health:         http://{host}:{node.http_port}/healthz\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
     try:
         await stop.wait()
     finally:

@@ -24,7 +24,8 @@ verbs:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="edge-node", description=DESCRIPTION,
+        prog="edge-node",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"edge-node {__version__}")
@@ -58,8 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb == "check-config":
             cfg = config_mod.load(args.file)
-            print(f"{args.file}: ok (node {cfg.node.id}, http port {cfg.http.port}, "
-                  f"source {cfg.source.kind})")
+            print(
+                f"{args.file}: ok (node {cfg.node.id}, http port {cfg.http.port}, "
+                f"source {cfg.source.kind})"
+            )
             return 0
         if args.verb == "demo":
             base = config_mod.demo_config()

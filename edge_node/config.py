@@ -42,9 +42,7 @@ def _key(
 class NodeConfig:
     id: str = _key("edge-1", "Node id: names this box in logs, metrics and cloud summaries.")
     data_dir: str = _key("./edge-data", "Directory for the node's state (secrets, spool, records).")
-    log_level: str = _key(
-        "info", "Log level.", choices=("debug", "info", "warning", "error")
-    )
+    log_level: str = _key("info", "Log level.", choices=("debug", "info", "warning", "error"))
     log_format: str = _key(
         "json", "Log format: one JSON object per line, or plain text.", choices=("json", "text")
     )
@@ -79,7 +77,7 @@ class SourceConfig:
         "Video source when no publisher is live: the synthetic test pattern or a looped file.",
         choices=("test_pattern", "file"),
     )
-    path: str = _key("", "Media file looped when kind = \"file\".")
+    path: str = _key("", 'Media file looped when kind = "file".')
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +85,7 @@ class WebrtcConfig:
     host_addresses: list[str] = _key(
         [],
         "Local addresses offered as ICE host candidates; empty = every non-loopback "
-        "interface. Set it on multi-homed boxes (or to [\"127.0.0.1\"] for local tests).",
+        'interface. Set it on multi-homed boxes (or to ["127.0.0.1"] for local tests).',
     )
     max_viewers: int = _key(100, "Most WHEP sessions at once; more get 503.", min=1, max=10000)
 
@@ -95,16 +93,22 @@ class WebrtcConfig:
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     frame_queue: int = _key(
-        2, "Frames buffered between source and encoder; when full the oldest is dropped.",
-        min=1, max=30,
+        2,
+        "Frames buffered between source and encoder; when full the oldest is dropped.",
+        min=1,
+        max=30,
     )
     restart_delay_max_s: float = _key(
-        1.5, "Longest wait before restarting a media worker that keeps crashing.",
-        min=0.0, max=2.0,
+        1.5,
+        "Longest wait before restarting a media worker that keeps crashing.",
+        min=0.0,
+        max=2.0,
     )
     stall_timeout_s: float = _key(
-        5.0, "A worker that sends nothing for this long is killed and restarted.",
-        min=1.0, max=60.0,
+        5.0,
+        "A worker that sends nothing for this long is killed and restarted.",
+        min=1.0,
+        max=60.0,
     )
 
 
@@ -226,7 +230,7 @@ def _validate_whole(cfg: Config) -> None:
         raise ConfigError(key, "must be even (yuv420p halves the chroma planes)")
     if cfg.source.kind == "file":
         if not cfg.source.path:
-            raise ConfigError("source.path", "required when source.kind = \"file\"")
+            raise ConfigError("source.path", 'required when source.kind = "file"')
         if not Path(cfg.source.path).is_file():
             raise ConfigError("source.path", f"no such file: {cfg.source.path}")
 
@@ -238,7 +242,7 @@ def merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
     for var, raw in sorted(environ.items()):
         if not var.startswith(ENV_PREFIX) or "__" not in var:
             continue
-        section, _, name = var[len(ENV_PREFIX):].lower().partition("__")
+        section, _, name = var[len(ENV_PREFIX) :].lower().partition("__")
         key = f"{section}.{name}"
         if section not in sections:
             raise ConfigError(key, f"unknown section in environment variable {var}")
@@ -327,7 +331,8 @@ def example_toml() -> str:
         "# edge-node configuration: every key with its default.",
         "# Generated from edge_node/config.py (python -m edge_node.config > this file);",
         "# tests/test_config.py fails when the two disagree.",
-        "# Any key can be overridden by EDGE_NODE_<SECTION>__<KEY>, e.g. EDGE_NODE_HTTP__PORT=9090.",
+        "# Any key can be overridden by EDGE_NODE_<SECTION>__<KEY>,",
+        "# e.g. EDGE_NODE_HTTP__PORT=9090.",
     ]
     defaults = Config()
     for section in dataclasses.fields(Config):

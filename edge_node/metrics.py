@@ -13,8 +13,20 @@ from collections.abc import Callable, Iterable
 
 # Seconds; fine at the low end, where a frame stage lives (0.1 ms .. 1 s).
 LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066,
-    0.1, 0.2, 0.5, 1.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.008,
+    0.016,
+    0.033,
+    0.066,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
 )
 
 LabelKey = tuple[tuple[str, str], ...]

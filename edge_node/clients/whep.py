@@ -24,12 +24,12 @@ class WhepViewer:
         self.event_messages: asyncio.Queue[Any] = asyncio.Queue()
         self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
 
-        @self.pc.on("track")  # type: ignore[untyped-decorator]
+        @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and not self._track.done():
                 self._track.set_result(track)
 
-        @self.events.on("message")  # type: ignore[untyped-decorator]
+        @self.events.on("message")
         def on_message(message: str | bytes) -> None:
             self.event_messages.put_nowait(
                 json.loads(message) if isinstance(message, str) else message
@@ -38,11 +38,14 @@ class WhepViewer:
     async def connect(self) -> None:
         self.pc.addTransceiver("video", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        async with aiohttp.ClientSession() as http, http.post(
-            f"{self.base_url}/whep",
-            data=self.pc.localDescription.sdp,
-            headers={"Content-Type": "application/sdp"},
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.base_url}/whep",
+                data=self.pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp"},
+            ) as resp,
+        ):
             body = await resp.text()
             if resp.status != 201:
                 raise RuntimeError(f"WHEP POST answered {resp.status}: {body}")
@@ -51,13 +54,15 @@ class WhepViewer:
 
     async def frame(self, timeout: float = 5.0) -> av.VideoFrame:
         track = await asyncio.wait_for(asyncio.shield(self._track), timeout)
-        frame: av.VideoFrame = await asyncio.wait_for(track.recv(), timeout)
+        frame = await asyncio.wait_for(track.recv(), timeout)
+        assert isinstance(frame, av.VideoFrame)
         return frame
 
     async def close(self) -> None:
         if self.location is not None:
-            async with aiohttp.ClientSession() as http, http.delete(
-                f"{self.base_url}{self.location}"
+            async with (
+                aiohttp.ClientSession() as http,
+                http.delete(f"{self.base_url}{self.location}"),
             ):
                 pass
             self.location = None

@@ -52,7 +52,7 @@ def restrict_ice_host_addresses(addresses: list[str]) -> None:
     aioice.ice.get_host_addresses = host_addresses
 
 
-class WhepTrack(MediaStreamTrack):  # type: ignore[misc]
+class WhepTrack(MediaStreamTrack):
     """A video track whose ``recv`` returns pre-encoded H.264 packets from the hub."""
 
     kind = "video"
@@ -62,7 +62,7 @@ class WhepTrack(MediaStreamTrack):  # type: ignore[misc]
         self._hub = hub
         self._sub = sub
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         encoded = await self._sub.queue.get()
@@ -99,9 +99,10 @@ def _keep_only_h264(transceiver: RTCRtpTransceiver) -> None:
     codecs = transceiver._codecs
     h264 = {c.payloadType for c in codecs if c.mimeType.lower() == "video/h264"}
     transceiver._codecs = [
-        c for c in codecs
+        c
+        for c in codecs
         if c.payloadType in h264
-        or (c.mimeType.lower() == "video/rtx" and int(c.parameters.get("apt", -1)) in h264)
+        or (c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in h264)
     ]
 
 
@@ -118,8 +119,11 @@ class WhepEndpoint:
         self._c_sessions = registry.counter(
             "edge_node_whep_sessions_total", "WHEP sessions, by outcome."
         )
-        registry.gauge("edge_node_whep_sessions", "WHEP sessions open now.",
-                       read=lambda: float(len(self.sessions)))
+        registry.gauge(
+            "edge_node_whep_sessions",
+            "WHEP sessions open now.",
+            read=lambda: float(len(self.sessions)),
+        )
 
     @property
     def full(self) -> bool:
@@ -175,23 +179,23 @@ class WhepEndpoint:
         def send_keyframe() -> None:
             hub.request_keyframe()
 
-        sender._send_keyframe = send_keyframe
+        sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
 
     def _wire_events(self, session: WhepSession) -> None:
         pc = session.pc
 
-        @pc.on("datachannel")  # type: ignore[untyped-decorator]
+        @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label != EVENTS_CHANNEL:
                 log.info("ignoring data channel", extra={"label": channel.label})
                 return
             session.channels.append(channel)
 
-            @channel.on("message")  # type: ignore[untyped-decorator]
+            @channel.on("message")
             def on_message(message: str | bytes) -> None:
                 self._on_event(session, channel, message)
 
-        @pc.on("connectionstatechange")  # type: ignore[untyped-decorator]
+        @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
                 await self.delete(session.id)

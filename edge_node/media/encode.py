@@ -7,6 +7,7 @@ encodes again. Keyframes come at least every ``keyframe_interval_s`` and on dema
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import av
 from av.video.frame import PictureType
@@ -40,7 +41,7 @@ class H264Encoder:
         self.frames_encoded = 0
         self.keyframes_forced = 0
 
-    def encode(self, frame: av.VideoFrame, force_keyframe: bool = False) -> list[av.Packet]:
+    def encode(self, frame: av.VideoFrame, force_keyframe: bool = False) -> list[av.Packet[Any]]:
         """Encode one frame (``frame.pts`` in 1/90000 s); returns the packets it completes."""
         frame.time_base = TIME_BASE
         if force_keyframe:
@@ -48,6 +49,6 @@ class H264Encoder:
             self.keyframes_forced += 1
         else:
             frame.pict_type = PictureType.NONE
-        packets: list[av.Packet] = self._ctx.encode(frame)
+        packets: list[av.Packet[Any]] = self._ctx.encode(frame)
         self.frames_encoded += 1
         return packets

@@ -83,16 +83,31 @@ class PacketHub:
         self.c_keyframe_requests = r.counter(
             "edge_node_keyframe_requests_total", "Keyframe requests sent to the encoder."
         )
-        r.gauge("edge_node_frames_in_per_second", "Frames produced by the source per second.",
-                read=lambda: self._fps_in)
-        r.gauge("edge_node_frames_out_per_second", "Encoded frames fanned out per second.",
-                read=lambda: self._fps_out.rate(self._clock()))
-        r.gauge("edge_node_bitrate_bits_per_second", "Encoded video bitrate.",
-                read=lambda: self._bits.rate(self._clock()))
-        r.gauge("edge_node_video_encoders", "Video encoders running (one, whatever the viewers).",
-                read=lambda: float(self.encoders))
-        r.gauge("edge_node_viewers", "Subscribers to the encoded stream (WHEP viewers, ...).",
-                read=lambda: float(len(self._subs)))
+        r.gauge(
+            "edge_node_frames_in_per_second",
+            "Frames produced by the source per second.",
+            read=lambda: self._fps_in,
+        )
+        r.gauge(
+            "edge_node_frames_out_per_second",
+            "Encoded frames fanned out per second.",
+            read=lambda: self._fps_out.rate(self._clock()),
+        )
+        r.gauge(
+            "edge_node_bitrate_bits_per_second",
+            "Encoded video bitrate.",
+            read=lambda: self._bits.rate(self._clock()),
+        )
+        r.gauge(
+            "edge_node_video_encoders",
+            "Video encoders running (one, whatever the viewers).",
+            read=lambda: float(self.encoders),
+        )
+        r.gauge(
+            "edge_node_viewers",
+            "Subscribers to the encoded stream (WHEP viewers, ...).",
+            read=lambda: float(len(self._subs)),
+        )
 
     @property
     def subscribers(self) -> int:

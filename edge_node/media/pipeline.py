@@ -161,13 +161,13 @@ class Pipeline:
                 self._emit_packet(packet, t_capture, t_start, t_composited, t_encoded)
 
     def _emit_packet(
-        self, packet: av.Packet, t_capture: float, t_start: float, t_comp: float, t_enc: float
+        self, packet: av.Packet[Any], t_capture: float, t_start: float, t_comp: float, t_enc: float
     ) -> None:
         self._emit(
             {
                 "t": "pkt",
                 "data": bytes(packet),
-                "pts": int(packet.pts),
+                "pts": int(packet.pts or 0),
                 "key": bool(packet.is_keyframe),
                 "capture": t_capture,
                 "queue_s": t_start - t_capture,

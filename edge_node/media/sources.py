@@ -28,7 +28,7 @@ class Source(ABC):
     def read(self) -> av.VideoFrame:
         """Block until the next frame is due and return it (yuv420p, output size)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, not every source holds anything
         """Release what the source holds (files, sockets)."""
 
 
@@ -47,8 +47,14 @@ class TestPattern(Source):
 
     name = "test_pattern"
     _BARS_YUV = (  # 75% colour bars, BT.601 limited range
-        (180, 128, 128), (162, 44, 142), (131, 156, 44), (112, 72, 58),
-        (84, 184, 198), (65, 100, 212), (35, 212, 114), (16, 128, 128),
+        (180, 128, 128),
+        (162, 44, 142),
+        (131, 156, 44),
+        (112, 72, 58),
+        (84, 184, 198),
+        (65, 100, 212),
+        (35, 212, 114),
+        (16, 128, 128),
     )
 
     def __init__(self, width: int, height: int, fps: int, stop: threading.Event) -> None:
@@ -79,8 +85,8 @@ class TestPattern(Source):
     def _clock(self, now: float) -> np.ndarray:
         text = datetime.fromtimestamp(now).strftime("%H:%M:%S.%f")[:-3] + f"  #{self.index}"
         if text != self._clock_text:
-            left, top, right, bottom = self._font.getbbox(text)
-            img = Image.new("L", (right + 16, bottom + 8), 16)
+            _, _, right, bottom = self._font.getbbox(text)
+            img = Image.new("L", (int(right) + 16, int(bottom) + 8), 16)
             ImageDraw.Draw(img).text((8, 4), text, fill=235, font=self._font)
             self._clock_patch = np.asarray(img)
             self._clock_text = text

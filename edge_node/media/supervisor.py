@@ -46,8 +46,11 @@ class WorkerSupervisor:
         self._restarts = registry.counter(
             "edge_node_worker_restarts_total", "Media worker restarts, by reason."
         )
-        registry.gauge("edge_node_worker_up", "1 while a media worker is running.",
-                       read=lambda: 1.0 if self.alive else 0.0)
+        registry.gauge(
+            "edge_node_worker_up",
+            "1 while a media worker is running.",
+            read=lambda: 1.0 if self.alive else 0.0,
+        )
 
     @property
     def pid(self) -> int | None:
@@ -99,7 +102,9 @@ class WorkerSupervisor:
     async def _spawn(self) -> None:
         self.generation += 1
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge_node.media.worker",
+            sys.executable,
+            "-m",
+            "edge_node.media.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -112,8 +117,10 @@ class WorkerSupervisor:
                 "scene": self.scene.to_wire(),
             }
         )
-        log.info("media worker started", extra={"worker_pid": self._proc.pid,
-                                                "generation": self.generation})
+        log.info(
+            "media worker started",
+            extra={"worker_pid": self._proc.pid, "generation": self.generation},
+        )
 
     async def _watch(self) -> None:
         failures = 0
@@ -128,14 +135,20 @@ class WorkerSupervisor:
             code = await proc.wait()
             lived = time.monotonic() - self.started_at
             failures = 0 if lived >= _HEALTHY_RUN_S else failures + 1
-            delay = 0.0 if failures <= 1 else min(
-                0.1 * 2 ** (failures - 2), self.cfg.worker.restart_delay_max_s
+            delay = (
+                0.0
+                if failures <= 1
+                else min(0.1 * 2 ** (failures - 2), self.cfg.worker.restart_delay_max_s)
             )
             self._restarts.inc(reason=reason)
             log.warning(
                 "media worker gone; restarting",
-                extra={"reason": reason, "exit_code": code, "lived_s": round(lived, 2),
-                       "restart_in_s": delay},
+                extra={
+                    "reason": reason,
+                    "exit_code": code,
+                    "lived_s": round(lived, 2),
+                    "restart_in_s": delay,
+                },
             )
             if delay:
                 await asyncio.sleep(delay)

@@ -24,8 +24,9 @@ def build_app(
     web_dir = resources.files("edge_node") / "web"
 
     async def index(_: web.Request) -> web.Response:
-        return web.Response(text=(web_dir / "index.html").read_text("utf-8"),
-                            content_type="text/html")
+        return web.Response(
+            text=(web_dir / "index.html").read_text("utf-8"), content_type="text/html"
+        )
 
     async def whep_options(_: web.Request) -> web.Response:
         return web.Response(status=204, headers={"Accept-Post": SDP})
@@ -43,8 +44,9 @@ def build_app(
         except ProtocolError as exc:
             return _error(400, exc.field, exc.reason)
         location = f"/whep/{sid}"
-        return web.Response(status=201, text=answer, content_type=SDP,
-                            headers={"Location": location})
+        return web.Response(
+            status=201, text=answer, content_type=SDP, headers={"Location": location}
+        )
 
     async def whep_delete(request: web.Request) -> web.Response:
         if await whep.delete(request.match_info["sid"]):
@@ -56,14 +58,20 @@ def build_app(
         return _error(405, "method", "trickle ICE is not supported; candidates are in the SDP")
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=registry.render(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Prometheus-Format": "0.0.4"})
+        return web.Response(
+            text=registry.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Prometheus-Format": "0.0.4"},
+        )
 
     async def healthz(_: web.Request) -> web.Response:
         body = health()
-        return web.Response(status=200 if body["status"] == "ok" else 503,
-                            text=json.dumps(body), content_type="application/json")
+        return web.Response(
+            status=200 if body["status"] == "ok" else 503,
+            text=json.dumps(body),
+            content_type="application/json",
+        )
 
     app.router.add_get("/", index)
     app.router.add_route("OPTIONS", "/whep", whep_options)
@@ -76,5 +84,8 @@ def build_app(
 
 
 def _error(status: int, field: str, reason: str) -> web.Response:
-    return web.Response(status=status, text=json.dumps({"error": reason, "field": field}),
-                        content_type="application/json")
+    return web.Response(
+        status=status,
+        text=json.dumps({"error": reason, "field": field}),
+        content_type="application/json",
+    )

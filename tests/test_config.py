@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_node import config
-from edge_node.config import Config, ConfigError, HttpConfig
+from edge_node.config import Config, HttpConfig
+from edge_node.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "deploy" / "edge-node.example.toml"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 import types
@@ -149,6 +150,8 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
         raise ConfigError(key, f"expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(key, f"expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(key, f"expected a number, got {value!r}")
     if tp is str:
@@ -209,6 +212,7 @@ def _check_limits(key: str, f: dataclasses.Field[Any], value: Any) -> None:
 
 
 def _build_section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
+    """Check the given keys of one section; returns the section with them applied."""
     hints = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for k in data:
@@ -265,14 +269,14 @@ def from_mapping(data: Mapping[str, Any], base: Config | None = None) -> Config:
             raise ConfigError(name, f"unknown section (known: {', '.join(sections)})")
     built = {}
     for name, cls in sections.items():
-        current = dataclasses.asdict(getattr(base, name))
         given = data.get(name, {})
         if not isinstance(given, Mapping):
             raise ConfigError(name, f"expected a table, got {given!r}")
-        current.update(given)
-        # Validate only what was given, but build from the merged values.
-        _build_section(name, cls, given)
-        built[name] = cls(**current)
+        checked = _build_section(name, cls, given)
+        # Keys not given keep the base's values; given keys take their checked values.
+        built[name] = dataclasses.replace(
+            getattr(base, name), **{k: getattr(checked, k) for k in given}
+        )
     cfg = Config(**built)
     _validate_whole(cfg)
     return cfg

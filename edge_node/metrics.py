@@ -32,15 +32,15 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 LabelKey = tuple[tuple[str, str], ...]
 
 
-def _fmt_labels(labels: LabelKey, extra: tuple[tuple[str, str], ...] = ()) -> str:
-    pairs = labels + extra
-    if not pairs:
+def _escape(text: str, quote: bool) -> str:
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text.replace('"', '\\"') if quote else text
+
+
+def _fmt_labels(labels: LabelKey) -> str:
+    if not labels:
         return ""
-    body = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in pairs
-    )
-    return "{" + body + "}"
+    return "{" + ",".join(f'{k}="{_escape(v, quote=True)}"' for k, v in labels) + "}"
 
 
 def _fmt_value(v: float) -> str:
@@ -63,7 +63,10 @@ class _Metric(ABC):
         """The sample lines of this metric."""
 
     def render(self) -> str:
-        head = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        head = [
+            f"# HELP {self.name} {_escape(self.help, quote=False)}",
+            f"# TYPE {self.name} {self.kind}",
+        ]
         return "\n".join([*head, *self.samples()])
 
 
@@ -77,8 +80,8 @@ class Counter(_Metric):
         self._values: dict[LabelKey, float] = {}
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter only goes up")
+        if not amount >= 0:  # also refuses NaN
+            raise ValueError(f"a counter only goes up (got {amount!r})")
         key = tuple(sorted(labels.items()))
         self._values[key] = self._values.get(key, 0.0) + amount
 

@@ -75,7 +75,9 @@ def start_node(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Node
     log = open(tmp / "node.log", "wb")  # noqa: SIM115 - kept open for the process's life
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge_node", "demo", "--data-dir", str(tmp / "data"), *args],
-        env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     node = NodeProcess(proc, f"http://127.0.0.1:{port}", tmp / "data")
     deadline = time.monotonic() + 20

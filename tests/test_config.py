@@ -114,9 +114,7 @@ def test_base_config_is_the_starting_point(tmp_path: Path) -> None:
         ("EDGE_NODE_WEBRTC__HOST_ADDRESSES", "", "webrtc", "host_addresses", []),
     ],
 )
-def test_env_override_each_type(
-    var: str, raw: str, section: str, key: str, expected: Any
-) -> None:
+def test_env_override_each_type(var: str, raw: str, section: str, key: str, expected: Any) -> None:
     cfg = config.load(None, environ={var: raw})
     value = getattr(getattr(cfg, section), key)
     assert value == expected
@@ -214,10 +212,6 @@ def test_bad_env_raises_naming_the_key(environ: dict[str, str], key: str) -> Non
     assert_config_error(exc, key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py _check_limits: NaN compares False against min/max, so it passes",
-)
 @pytest.mark.parametrize(
     "mapping",
     [
@@ -230,10 +224,6 @@ def test_nan_is_rejected_for_bounded_floats(mapping: dict[str, Any]) -> None:
         config.from_mapping(mapping)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py from_mapping builds from the raw values, not the coerced ones",
-)
 def test_integer_in_toml_for_a_float_key_becomes_a_float(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, "[video]\nkeyframe_interval_s = 1\n"), environ={})
     assert type(cfg.video.keyframe_interval_s) is float

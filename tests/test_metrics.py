@@ -117,9 +117,6 @@ def test_label_values_are_escaped() -> None:
     assert list(series.values()) == [1.0]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="metrics.py _fmt_labels escapes \\ and \" but not newline"
-)
 def test_newline_in_label_value_is_escaped() -> None:
     c = Counter("edge_node_lines_total", "Lines.")
     c.inc(text="two\nlines")

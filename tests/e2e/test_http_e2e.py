@@ -70,5 +70,7 @@ def test_sigterm_stops_node_and_worker(tmp_path: Path) -> None:
     except subprocess.TimeoutExpired:
         n.proc.kill()
         raise
-    assert not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(
-        f"/proc/{worker_pid}/status").read_text().lower()
+    assert (
+        not Path(f"/proc/{worker_pid}").exists()
+        or "zombie" in Path(f"/proc/{worker_pid}/status").read_text().lower()
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -35,7 +36,7 @@ async def test_viewer_receives_the_demo_stream_at_about_30_fps(node: NodeProcess
         counters, elapsed = await read_counters(viewer, 60)
     finally:
         await viewer.close()
-    steps = [b - a for a, b in zip(counters, counters[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(counters)]
     # The counter is the source's frame number: it only moves forward, mostly by one.
     assert all(s >= 1 for s in steps), counters
     assert sum(1 for s in steps if s == 1) >= 0.8 * len(steps), counters
@@ -80,8 +81,12 @@ async def test_events_channel_answers_every_message(node: NodeProcess) -> None:
         assert reply["t"] == "err" and reply["id"] == "c1"
         viewer.events.send("not json")
         reply = await asyncio.wait_for(viewer.event_messages.get(), 5)
-        assert reply == {"t": "err", "id": None, "code": "bad_message",
-                         "msg": "expected a JSON or msgpack map"}
+        assert reply == {
+            "t": "err",
+            "id": None,
+            "code": "bad_message",
+            "msg": "expected a JSON or msgpack map",
+        }
     finally:
         await viewer.close()
 
@@ -131,9 +136,10 @@ async def test_killed_worker_is_back_within_2s_and_the_viewer_resumes(
 async def test_bad_whep_offers_get_a_clear_error(
     node: NodeProcess, body: str, ctype: str, status: int, field: str
 ) -> None:
-    async with aiohttp.ClientSession() as http, http.post(
-        node.url + "/whep", data=body, headers={"Content-Type": ctype}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(node.url + "/whep", data=body, headers={"Content-Type": ctype}) as resp,
+    ):
         assert resp.status == status
         err = await resp.json()
         assert err["field"] == field and err["error"]

@@ -114,6 +114,30 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IngestConfig:
+    stream_key: str = _key(
+        "", "Stream key publishers must present (RTMP path /live/<key>, WHIP Bearer token). "
+        "Required by `edge-node run`; the demo uses \"demo\"."
+    )
+    rtmp_host: str = _key("0.0.0.0", "Address the RTMP ingest listener binds.")
+    rtmp_port: int = _key(1935, "RTMP ingest port; 0 turns RTMP ingest off.", min=0, max=65535)
+    rtmp_app: str = _key("live", "RTMP application name: rtmp://host:port/<app>/<stream key>.")
+    slate_after_s: float = _key(
+        0.5, "Seconds without a live frame before the slate (or test pattern) replaces it.",
+        min=0.1, max=10.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PushConfig:
+    url: str = _key("", "RTMP URL to push the composited stream to (platform/CDN); empty = off.")
+    backoff_initial_s: float = _key(
+        0.5, "First reconnect delay after the push target drops.", min=0.05, max=60.0
+    )
+    backoff_max_s: float = _key(10.0, "Longest reconnect delay.", min=0.1, max=600.0)
+
+
+@dataclass(frozen=True, slots=True)
 class BenchConfig:
     probe: bool = _key(False, "Draw probe events as a barcode strip (latency benchmarks).")
 
@@ -126,6 +150,8 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     webrtc: WebrtcConfig = field(default_factory=WebrtcConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
 
@@ -232,6 +258,10 @@ def _validate_whole(cfg: Config) -> None:
     if cfg.video.width % 2 or cfg.video.height % 2:
         key = "video.width" if cfg.video.width % 2 else "video.height"
         raise ConfigError(key, "must be even (yuv420p halves the chroma planes)")
+    if cfg.push.url and not cfg.push.url.startswith(("rtmp://", "rtmps://")):
+        raise ConfigError("push.url", f"expected an rtmp:// URL, got {cfg.push.url!r}")
+    if cfg.push.backoff_initial_s > cfg.push.backoff_max_s:
+        raise ConfigError("push.backoff_initial_s", "must not exceed push.backoff_max_s")
     if cfg.source.kind == "file":
         if not cfg.source.path:
             raise ConfigError("source.path", 'required when source.kind = "file"')
@@ -305,6 +335,7 @@ def demo_config() -> Config:
     """The embedded default of ``edge-node demo`` (before env overrides)."""
     return Config(
         node=NodeConfig(id="demo"),
+        ingest=IngestConfig(stream_key="demo"),
         bench=BenchConfig(probe=True),
     )
 

@@ -18,7 +18,10 @@ from aiortc.rtcdatachannel import RTCDataChannel
 from edge_node import __version__
 from edge_node.config import Config
 from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_host_addresses
+from edge_node.media import rtmp
 from edge_node.media.fanout import PacketHub
+from edge_node.media.ingest import IngestArbiter
+from edge_node.media.ingest_rtmp import RtmpListener
 from edge_node.media.supervisor import WorkerSupervisor
 from edge_node.metrics import Registry
 from edge_node.server.http import build_app
@@ -34,7 +37,10 @@ class Node:
         self.cfg = cfg
         self.started_at = time.monotonic()
         self.registry = Registry()
-        self.supervisor = WorkerSupervisor(cfg, self.registry, self._on_worker_message)
+        self.ingest = IngestArbiter(cfg.ingest.stream_key)
+        self.supervisor = WorkerSupervisor(
+            cfg, self.registry, self._on_worker_message, replay=self.ingest.replay
+        )
         self.hub = PacketHub(
             self.registry,
             request_keyframe=self.supervisor.request_keyframe,
@@ -44,12 +50,56 @@ class Node:
         self._c_events = self.registry.counter(
             "edge_node_events_total", "Messages on the events data channel, by outcome."
         )
+        self._worker_stats: dict[str, Any] = {}
+        self._c_publishers = self.registry.counter(
+            "edge_node_ingest_publishers_total", "Publishers that went live, by protocol."
+        )
+        self._c_ingest_ignored = self.registry.counter(
+            "edge_node_ingest_ignored_total",
+            "Ingest messages not used, by kind (audio is not carried yet).",
+        )
+        self.registry.gauge("edge_node_ingest_live", "1 while a publisher is live.",
+                            read=lambda: 1.0 if self.ingest.live else 0.0)
+        self.registry.gauge(
+            "edge_node_output_shows_live", "1 while the output shows the live input.",
+            read=lambda: 1.0 if self._worker_stats.get("input") == "live" else 0.0,
+        )
+        self.registry.gauge(
+            "edge_node_ingest_decode_errors", "Decode errors of the live input (this worker).",
+            read=lambda: float(self._worker_stats.get("live_decode_errors", 0)),
+        )
+        self.rtmp: RtmpListener | None = None
+        if cfg.ingest.rtmp_port:
+            self.rtmp = RtmpListener(
+                cfg.ingest.rtmp_host, cfg.ingest.rtmp_port, cfg.ingest.rtmp_app, self.registry,
+                check_publish=self.ingest.check,
+                on_start=self._rtmp_started, on_media=self._rtmp_media, on_end=self._rtmp_ended,
+            )
         self.http_app = build_app(self.whep, self.registry, self.health)
         self._runner: web.AppRunner | None = None
         self.http_port = cfg.http.port
 
     def _on_worker_message(self, msg: dict[str, Any], gen: int) -> None:
+        if msg["t"] == "stats":
+            self._worker_stats = msg
         self.hub.on_worker_message(msg, gen)
+
+    def _rtmp_started(self, conn_id: int, key: str) -> None:
+        self._c_publishers.inc(proto="rtmp")
+        self.supervisor.send(self.ingest.started("rtmp", conn_id))
+
+    def _rtmp_media(self, conn_id: int, message: rtmp.MediaMessage) -> None:
+        if message.kind != "video":
+            self._c_ingest_ignored.inc(kind=message.kind)
+            return
+        msg = self.ingest.flv_video(conn_id, message.timestamp_ms, message.payload)
+        if msg is not None:
+            self.supervisor.send(msg)
+
+    def _rtmp_ended(self, conn_id: int) -> None:
+        msg = self.ingest.ended("rtmp", conn_id)
+        if msg is not None:
+            self.supervisor.send(msg)
 
     def _on_events_message(
         self, session: WhepSession, channel: RTCDataChannel, message: str | bytes
@@ -103,12 +153,19 @@ class Node:
                 "encoders": self.hub.encoders,
             },
             "viewers": self.hub.subscribers,
+            "ingest": {
+                "live": self.ingest.live.proto if self.ingest.live else None,
+                "output": self._worker_stats.get("input", "fallback"),
+                "rtmp_port": self.rtmp.port if self.rtmp else None,
+            },
         }
 
     async def start(self) -> None:
         Path(self.cfg.node.data_dir).mkdir(parents=True, exist_ok=True)
         restrict_ice_host_addresses(self.cfg.webrtc.host_addresses)
         await self.supervisor.start()
+        if self.rtmp is not None:
+            await self.rtmp.start()
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
@@ -122,6 +179,8 @@ class Node:
         )
 
     async def stop(self) -> None:
+        if self.rtmp is not None:
+            await self.rtmp.stop()
         await self.whep.close_all()
         if self._runner is not None:
             await self._runner.cleanup()

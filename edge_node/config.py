@@ -74,9 +74,10 @@ class VideoConfig:
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     kind: str = _key(
-        "test_pattern",
-        "Video source when no publisher is live: the synthetic test pattern or a looped file.",
-        choices=("test_pattern", "file"),
+        "slate",
+        "Video when no publisher is live: a \"waiting for signal\" slate, the synthetic "
+        "test pattern (the demo's), or a looped file.",
+        choices=("slate", "test_pattern", "file"),
     )
     path: str = _key("", 'Media file looped when kind = "file".')
 
@@ -336,6 +337,7 @@ def demo_config() -> Config:
     return Config(
         node=NodeConfig(id="demo"),
         ingest=IngestConfig(stream_key="demo"),
+        source=SourceConfig(kind="test_pattern"),
         bench=BenchConfig(probe=True),
     )
 

@@ -39,7 +39,7 @@ def test_defaults_load_without_file_or_env() -> None:
     assert cfg == Config()
     assert cfg.http.port == 8080
     assert cfg.video.width == 1280 and cfg.video.height == 720
-    assert cfg.source.kind == "test_pattern"
+    assert cfg.source.kind == "slate"
     assert cfg.webrtc.host_addresses == []
     assert cfg.bench.probe is False
 

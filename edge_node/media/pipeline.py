@@ -1,6 +1,9 @@
 """The worker's frame pipeline: source -> compositor -> encode once -> emit.
 
-Two threads: the source thread paces and produces frames into a bounded queue; the
+The source is the live publisher while one sends pictures, and the fallback source
+(slate, test pattern or file) otherwise: a live picture goes on as soon as it is
+decoded; after ``ingest.slate_after_s`` without one the fallback takes over, so the
+output never stops. Two threads: the source thread produces frames into a bounded queue; the
 encode thread composites and encodes (PyAV and numpy release the GIL). When the
 encode thread falls behind, the oldest queued frame is dropped and counted: live
 video prefers fresh over complete. Timestamps are stamped at capture from the
@@ -20,6 +23,7 @@ import av
 
 from edge_node.config import Config
 from edge_node.media.encode import H264Encoder
+from edge_node.media.live_input import LiveInput
 from edge_node.media.sources import Source
 from edge_node.overlay.compositor import Compositor
 
@@ -82,6 +86,11 @@ class Pipeline:
         self.compositor = compositor or Compositor()
         self.encoder = H264Encoder(cfg.video)
         self.queue = DropOldestQueue(cfg.worker.frame_queue)
+        self.live_frames = DropOldestQueue(cfg.worker.frame_queue)
+        self.live = LiveInput(cfg.video.width, cfg.video.height, self._on_live_frame)
+        self.last_live_at = -1e9
+        self.input = "fallback"
+        self.input_switches = 0
         self.stop_event = threading.Event()
         self._keyframe = threading.Event()
         self.frames_in = 0
@@ -124,20 +133,52 @@ class Pipeline:
             "encoders": 1,
             "keyframes_forced": self.encoder.keyframes_forced,
             "source": self.source_name,
+            "input": self.input,
+            "input_switches": self.input_switches,
+            "live_proto": self.live.proto,
+            "live_frames": self.live.frames_decoded,
+            "live_decode_errors": self.live.decode_errors,
+            "live_dropped": self.live_frames.dropped,
         }
 
+    def end_live(self) -> None:
+        """The publisher left cleanly: show the fallback now, not after the slate delay."""
+        self.live.end()
+        self.last_live_at = -1e9
+
+    def _on_live_frame(self, frame: av.VideoFrame) -> None:
+        self.live_frames.put((frame, time.monotonic()))
+        self.last_live_at = time.monotonic()
+
+    def _set_input(self, which: str) -> None:
+        if which != self.input:
+            self.input = which
+            self.input_switches += 1
+            log.info("output now shows the %s input", which)
+
     def _run_source(self) -> None:
-        source = self._source_factory(self.stop_event)
-        self.source_name = source.name
+        fallback = self._source_factory(self.stop_event)
+        self.source_name = fallback.name
+        slate_after_s = self.cfg.ingest.slate_after_s
         try:
             while not self.stop_event.is_set():
-                frame = source.read()
+                if time.monotonic() - self.last_live_at < slate_after_s:
+                    item = self.live_frames.get(timeout=slate_after_s)
+                    if item is not None:
+                        self._set_input("live")
+                        self.frames_in += 1
+                        self.queue.put(item)
+                    continue
+                frame = fallback.read()
                 if self.stop_event.is_set():
                     break
+                if len(self.live_frames):
+                    continue  # a live picture arrived meanwhile: it wins
+                self._set_input("fallback")
                 self.frames_in += 1
                 self.queue.put((frame, time.monotonic()))
         finally:
-            source.close()
+            fallback.close()
 
     def _run_encode(self) -> None:
         clock = PtsClock(time.monotonic())

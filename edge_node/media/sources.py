@@ -118,10 +118,45 @@ class TestPattern(Source):
         return av.VideoFrame.from_ndarray(self._buf, format="yuv420p")
 
     def read(self) -> av.VideoFrame:
-        _sleep_until(self._t0 + self.index / self.fps, self._stop)
+        deadline = self._t0 + self.index / self.fps
+        if time.monotonic() - deadline > 2 / self.fps:
+            # Not read for a while (a live publisher had the output): start pacing
+            # afresh instead of bursting frames to catch up.
+            self._t0 = time.monotonic() - self.index / self.fps
+            deadline = time.monotonic()
+        _sleep_until(deadline, self._stop)
         frame = self.render(self.index, time.time())
         self.index += 1
         return frame
+
+
+class Slate(TestPattern):
+    """"Waiting for signal": what viewers see while no publisher is live (production)."""
+
+    name = "slate"
+
+    def _make_background(self) -> np.ndarray:
+        w, h = self.width, self.height
+        buf = np.full((h * 3 // 2, w), 128, np.uint8)
+        buf[:h] = 40
+        font = ImageFont.load_default(size=max(16, h // 12))
+        text = "waiting for signal"
+        _, _, right, bottom = font.getbbox(text)
+        img = Image.new("L", (int(right), int(bottom)), 40)
+        ImageDraw.Draw(img).text((0, 0), text, fill=200, font=font)
+        patch = np.asarray(img)[: h, : w]
+        y0, x0 = (h - patch.shape[0]) // 2, (w - patch.shape[1]) // 2
+        buf[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]] = patch
+        return buf
+
+    def render(self, index: int, wall_time: float) -> av.VideoFrame:
+        np.copyto(self._buf, self._background)
+        h, w = self.height, self.width
+        patch = self._clock(wall_time)
+        ph, pw = min(patch.shape[0], h), min(patch.shape[1], w)
+        y0 = h * 2 // 3
+        self._buf[y0 : y0 + ph, (w - pw) // 2 : (w - pw) // 2 + pw] = patch[:ph, :pw]
+        return av.VideoFrame.from_ndarray(self._buf, format="yuv420p")
 
 
 class FileSource(Source):
@@ -180,4 +215,6 @@ def open_source(cfg: Config, stop: threading.Event) -> Source:
     v = cfg.video
     if cfg.source.kind == "file":
         return FileSource(cfg.source.path, v.width, v.height, stop)
+    if cfg.source.kind == "slate":
+        return Slate(v.width, v.height, v.fps, stop)
     return TestPattern(v.width, v.height, v.fps, stop)

@@ -33,9 +33,16 @@ _HEALTHY_RUN_S = 10.0
 
 
 class WorkerSupervisor:
-    def __init__(self, cfg: Config, registry: Registry, on_message: OnMessage) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        registry: Registry,
+        on_message: OnMessage,
+        replay: Callable[[], list[dict[str, Any]]] = list,
+    ) -> None:
         self.cfg = cfg
         self._on_message = on_message
+        self._replay = replay
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -117,6 +124,8 @@ class WorkerSupervisor:
                 "scene": self.scene.to_wire(),
             }
         )
+        for msg in self._replay():
+            self.send(msg)
         log.info(
             "media worker started",
             extra={"worker_pid": self._proc.pid, "generation": self.generation},

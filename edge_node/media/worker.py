@@ -95,6 +95,12 @@ def main() -> int:
                         pipeline.request_keyframe()
                     elif kind == "scene":
                         pipeline.compositor.set_scene(Scene.from_wire(msg["scene"]))
+                    elif kind == "in_video":
+                        pipeline.live.flv_video(int(msg["ts"]), msg["data"])
+                    elif kind == "in_start":
+                        pipeline.live.start(str(msg["proto"]))
+                    elif kind == "in_end":
+                        pipeline.end_live()
                     elif kind == "stop":
                         stop.set()
                     else:

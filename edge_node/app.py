@@ -17,8 +17,8 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from edge_node import __version__
 from edge_node.config import Config
-from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_host_addresses
 from edge_node.media import rtmp
+from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_host_addresses
 from edge_node.media.fanout import PacketHub
 from edge_node.media.ingest import IngestArbiter
 from edge_node.media.ingest_rtmp import RtmpListener
@@ -58,22 +58,32 @@ class Node:
             "edge_node_ingest_ignored_total",
             "Ingest messages not used, by kind (audio is not carried yet).",
         )
-        self.registry.gauge("edge_node_ingest_live", "1 while a publisher is live.",
-                            read=lambda: 1.0 if self.ingest.live else 0.0)
         self.registry.gauge(
-            "edge_node_output_shows_live", "1 while the output shows the live input.",
+            "edge_node_ingest_live",
+            "1 while a publisher is live.",
+            read=lambda: 1.0 if self.ingest.live else 0.0,
+        )
+        self.registry.gauge(
+            "edge_node_output_shows_live",
+            "1 while the output shows the live input.",
             read=lambda: 1.0 if self._worker_stats.get("input") == "live" else 0.0,
         )
         self.registry.gauge(
-            "edge_node_ingest_decode_errors", "Decode errors of the live input (this worker).",
+            "edge_node_ingest_decode_errors",
+            "Decode errors of the live input (this worker).",
             read=lambda: float(self._worker_stats.get("live_decode_errors", 0)),
         )
         self.rtmp: RtmpListener | None = None
         if cfg.ingest.rtmp_port:
             self.rtmp = RtmpListener(
-                cfg.ingest.rtmp_host, cfg.ingest.rtmp_port, cfg.ingest.rtmp_app, self.registry,
+                cfg.ingest.rtmp_host,
+                cfg.ingest.rtmp_port,
+                cfg.ingest.rtmp_app,
+                self.registry,
                 check_publish=self.ingest.check,
-                on_start=self._rtmp_started, on_media=self._rtmp_media, on_end=self._rtmp_ended,
+                on_start=self._rtmp_started,
+                on_media=self._rtmp_media,
+                on_end=self._rtmp_ended,
             )
         self.http_app = build_app(self.whep, self.registry, self.health)
         self._runner: web.AppRunner | None = None

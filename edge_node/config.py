@@ -75,7 +75,7 @@ class VideoConfig:
 class SourceConfig:
     kind: str = _key(
         "slate",
-        "Video when no publisher is live: a \"waiting for signal\" slate, the synthetic "
+        'Video when no publisher is live: a "waiting for signal" slate, the synthetic '
         "test pattern (the demo's), or a looped file.",
         choices=("slate", "test_pattern", "file"),
     )
@@ -117,15 +117,18 @@ class WorkerConfig:
 @dataclass(frozen=True, slots=True)
 class IngestConfig:
     stream_key: str = _key(
-        "", "Stream key publishers must present (RTMP path /live/<key>, WHIP Bearer token). "
-        "Required by `edge-node run`; the demo uses \"demo\"."
+        "",
+        "Stream key publishers must present (RTMP path /live/<key>, WHIP Bearer token). "
+        'Required by `edge-node run`; the demo uses "demo".',
     )
     rtmp_host: str = _key("0.0.0.0", "Address the RTMP ingest listener binds.")
     rtmp_port: int = _key(1935, "RTMP ingest port; 0 turns RTMP ingest off.", min=0, max=65535)
     rtmp_app: str = _key("live", "RTMP application name: rtmp://host:port/<app>/<stream key>.")
     slate_after_s: float = _key(
-        0.5, "Seconds without a live frame before the slate (or test pattern) replaces it.",
-        min=0.1, max=10.0,
+        0.5,
+        "Seconds without a live frame before the slate (or test pattern) replaces it.",
+        min=0.1,
+        max=10.0,
     )
 
 

@@ -29,6 +29,7 @@ class NodeProcess:
     proc: subprocess.Popen[bytes]
     url: str
     data_dir: Path
+    rtmp_url: str
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
@@ -65,7 +66,10 @@ class NodeProcess:
 
 def start_node(tmp: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
     port = free_port()
+    rtmp_port = free_port()
     full_env = {
+        "EDGE_NODE_INGEST__RTMP_HOST": "127.0.0.1",
+        "EDGE_NODE_INGEST__RTMP_PORT": str(rtmp_port),
         **os.environ,
         "EDGE_NODE_HTTP__HOST": "127.0.0.1",
         "EDGE_NODE_HTTP__PORT": str(port),
@@ -79,7 +83,9 @@ def start_node(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Node
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    node = NodeProcess(proc, f"http://127.0.0.1:{port}", tmp / "data")
+    node = NodeProcess(
+        proc, f"http://127.0.0.1:{port}", tmp / "data", f"rtmp://127.0.0.1:{rtmp_port}/live"
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -20,13 +20,15 @@ import numpy as np
 from edge_node import barcode
 
 
-def publish(url: str, seconds: float, start: int, width: int, height: int, fps: int,
-            log: str | None) -> int:
+def publish(
+    url: str, seconds: float, start: int, width: int, height: int, fps: int, log: str | None
+) -> int:
     out = av.open(url, "w", format="flv")
     stream = out.add_stream("libx264", rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.codec_context.options = {
-        "preset": "ultrafast", "tune": "zerolatency",
+        "preset": "ultrafast",
+        "tune": "zerolatency",
         "x264-params": f"keyint={fps}:bframes=0",
     }
     buf = np.full((height * 3 // 2, width), 128, np.uint8)

@@ -67,8 +67,11 @@ def avc_decoder_config(sps: bytes, pps: bytes) -> bytes:
         raise ProtocolError("h264.sps", "SPS shorter than 4 bytes")
     return (
         bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1])
-        + struct.pack(">H", len(sps)) + sps
-        + bytes([1]) + struct.pack(">H", len(pps)) + pps
+        + struct.pack(">H", len(sps))
+        + sps
+        + bytes([1])
+        + struct.pack(">H", len(pps))
+        + pps
     )
 
 

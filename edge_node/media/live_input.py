@@ -92,5 +92,6 @@ class LiveInput:
     def _error(self, reason: str) -> None:
         self.decode_errors += 1
         self._waiting_keyframe = True
-        log.warning("live input: %s; waiting for the next keyframe", reason,
-                    extra={"proto": self.proto})
+        log.warning(
+            "live input: %s; waiting for the next keyframe", reason, extra={"proto": self.proto}
+        )

@@ -131,7 +131,7 @@ class TestPattern(Source):
 
 
 class Slate(TestPattern):
-    """"Waiting for signal": what viewers see while no publisher is live (production)."""
+    """ "Waiting for signal": what viewers see while no publisher is live (production)."""
 
     name = "slate"
 
@@ -144,7 +144,7 @@ class Slate(TestPattern):
         _, _, right, bottom = font.getbbox(text)
         img = Image.new("L", (int(right), int(bottom)), 40)
         ImageDraw.Draw(img).text((0, 0), text, fill=200, font=font)
-        patch = np.asarray(img)[: h, : w]
+        patch = np.asarray(img)[:h, :w]
         y0, x0 = (h - patch.shape[0]) // 2, (w - patch.shape[1]) // 2
         buf[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]] = patch
         return buf

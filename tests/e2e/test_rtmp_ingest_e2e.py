@@ -4,6 +4,7 @@ processes, a real node, a real WHEP viewer; loopback only."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import socket
 import subprocess
@@ -69,7 +70,7 @@ async def test_publish_replace_and_reconnect_three_times(node: NodeProcess) -> N
             assert len(live) >= 30, (round_, [c for _, c in seen])
             assert fallback and seen[-1][1] < LIVE_START, [c for _, c in seen]
             # The viewer never stopped receiving: no gap of a second between frames.
-            gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:], strict=False)]
+            gaps = [b[0] - a[0] for a, b in itertools.pairwise(seen)]
             assert max(gaps) < 1.0, max(gaps)
         assert node.metric("edge_node_ingest_publishers_total") >= 3
     finally:

@@ -22,6 +22,7 @@ from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_
 from edge_node.media.fanout import PacketHub
 from edge_node.media.ingest import IngestArbiter
 from edge_node.media.ingest_rtmp import RtmpListener
+from edge_node.media.record import Recorder
 from edge_node.media.supervisor import WorkerSupervisor
 from edge_node.metrics import Registry
 from edge_node.server.http import build_app
@@ -85,6 +86,7 @@ class Node:
                 on_media=self._rtmp_media,
                 on_end=self._rtmp_ended,
             )
+        self.recorder = Recorder(cfg, self.hub, self.registry) if cfg.record.enabled else None
         self.http_app = build_app(self.whep, self.registry, self.health)
         self._runner: web.AppRunner | None = None
         self.http_port = cfg.http.port
@@ -168,6 +170,7 @@ class Node:
                 "output": self._worker_stats.get("input", "fallback"),
                 "rtmp_port": self.rtmp.port if self.rtmp else None,
             },
+            "record": self.recorder.status() if self.recorder else None,
         }
 
     async def start(self) -> None:
@@ -176,6 +179,8 @@ class Node:
         await self.supervisor.start()
         if self.rtmp is not None:
             await self.rtmp.start()
+        if self.recorder is not None:
+            await self.recorder.start()
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
@@ -192,6 +197,8 @@ class Node:
         if self.rtmp is not None:
             await self.rtmp.stop()
         await self.whep.close_all()
+        if self.recorder is not None:
+            await self.recorder.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.supervisor.stop()

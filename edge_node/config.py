@@ -142,6 +142,21 @@ class PushConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordConfig:
+    enabled: bool = _key(False, "Record the composited stream to Matroska files.")
+    dir: str = _key("", "Directory for recordings; empty = <node.data_dir>/recordings.")
+    segment_s: float = _key(
+        600.0,
+        "Start a new file after this many seconds (at the next keyframe).",
+        min=1.0,
+        max=86400.0,
+    )
+    segment_mb: int = _key(
+        1024, "Start a new file after this many MiB (at the next keyframe).", min=1, max=1048576
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class BenchConfig:
     probe: bool = _key(False, "Draw probe events as a barcode strip (latency benchmarks).")
 
@@ -156,6 +171,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
 

@@ -80,7 +80,7 @@ class State(Enum):
 
 
 @dataclass(slots=True)
-class _ChunkStream:
+class _ChunkStreamState:
     timestamp: int = 0
     delta: int = 0
     length: int = 0
@@ -88,6 +88,169 @@ class _ChunkStream:
     stream_id: int = 0
     extended: bool = False
     payload: bytearray = field(default_factory=bytearray)
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    type_id: int
+    stream_id: int
+    timestamp: int
+    payload: bytes
+
+
+class _Chunker:
+    """The chunk layer, both directions; shared by the server and the client connection.
+
+    Reassembles incoming messages from the peer's chunk stream (``read_message``) and
+    splits outgoing ones into chunks (``write``). The protocol-control messages that
+    belong to this layer (Set Chunk Size, Abort, Window Acknowledgement Size) take
+    effect here, before the next chunk is parsed; they are still returned, so the
+    connection sees every message.
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[int, _ChunkStreamState] = {}
+        self.in_chunk_size = DEFAULT_CHUNK_SIZE
+        self.out_chunk_size = DEFAULT_CHUNK_SIZE
+        self.peer_window = 0
+        self.received = 0
+        self._acked = 0
+
+    # ---- input --------------------------------------------------------------------
+
+    def read_message(self, buf: bytearray) -> _Message | None:
+        """Consume whole chunks from ``buf`` until one completes a message; None = need more."""
+        while True:
+            got = self._read_chunk(buf)
+            if got is None:
+                return None
+            if isinstance(got, _Message):
+                self._on_control(got)
+                return got
+
+    def _on_control(self, msg: _Message) -> None:
+        if msg.type_id == SET_CHUNK_SIZE:
+            size = _u32(msg.payload) & 0x7FFFFFFF
+            if not 1 <= size <= 0xFFFFFF:
+                raise ProtocolError("set_chunk_size", f"chunk size {size} out of range")
+            self.in_chunk_size = size
+        elif msg.type_id == WINDOW_ACK:
+            self.peer_window = _u32(msg.payload)
+        elif msg.type_id == ABORT:
+            cs = self._streams.get(_u32(msg.payload))
+            if cs is not None:
+                cs.payload.clear()
+
+    def _read_chunk(self, buf: bytearray) -> _Message | bool | None:
+        """Parse one chunk if ``buf`` holds it whole.
+
+        None: not enough bytes (nothing consumed); True: a chunk was consumed; a
+        ``_Message``: the chunk completed that message.
+        """
+        if not buf:
+            return None
+        first = buf[0]
+        fmt, csid = first >> 6, first & 0x3F
+        pos = 1
+        if csid == 0:
+            if len(buf) < 2:
+                return None
+            csid = 64 + buf[1]
+            pos = 2
+        elif csid == 1:
+            if len(buf) < 3:
+                return None
+            csid = 64 + buf[1] + buf[2] * 256
+            pos = 3
+        header_len = (11, 7, 3, 0)[fmt]
+        if len(buf) < pos + header_len:
+            return None
+        cs = self._streams.get(csid)
+        if cs is None:
+            if fmt != 0:
+                raise ProtocolError("chunk", f"chunk stream {csid} starts with a type {fmt} header")
+            if len(self._streams) >= MAX_CHUNK_STREAMS:
+                raise ProtocolError("chunk", f"more than {MAX_CHUNK_STREAMS} chunk streams")
+            cs = _ChunkStreamState()
+        h = buf[pos : pos + header_len]
+        pos += header_len
+        ts_field = 0
+        length, type_id, stream_id = cs.length, cs.type_id, cs.stream_id
+        if fmt <= 2:
+            ts_field = int.from_bytes(h[0:3], "big")
+        if fmt <= 1:
+            length = int.from_bytes(h[3:6], "big")
+            type_id = h[6]
+        if fmt == 0:
+            stream_id = int.from_bytes(h[7:11], "little")
+        extended = ts_field == 0xFFFFFF if fmt <= 2 else cs.extended
+        if extended:
+            if len(buf) < pos + 4:
+                return None
+            ts_field = int.from_bytes(buf[pos : pos + 4], "big")
+            pos += 4
+        if length > MAX_MESSAGE_SIZE:
+            raise ProtocolError("chunk", f"message length {length} over {MAX_MESSAGE_SIZE}")
+        if length < len(cs.payload):
+            raise ProtocolError(
+                "chunk", f"message length {length} is shorter than the {len(cs.payload)} bytes sent"
+            )
+        starting = not cs.payload
+        need = min(self.in_chunk_size, length - len(cs.payload))
+        if len(buf) < pos + need:
+            return None
+        # The whole chunk is here: commit the header and take the payload.
+        if starting:
+            if fmt == 0:
+                cs.timestamp, cs.delta = ts_field, 0
+            elif fmt in (1, 2):
+                cs.delta = ts_field
+                cs.timestamp += ts_field
+            else:
+                cs.timestamp += cs.delta
+        cs.length, cs.type_id, cs.stream_id, cs.extended = length, type_id, stream_id, extended
+        self._streams[csid] = cs
+        cs.payload += buf[pos : pos + need]
+        del buf[: pos + need]
+        if len(cs.payload) >= cs.length:
+            payload = bytes(cs.payload)
+            cs.payload.clear()
+            return _Message(cs.type_id, cs.stream_id, cs.timestamp & 0xFFFFFFFF, payload)
+        return True
+
+    def maybe_ack(self, out: bytearray) -> None:
+        """Acknowledge what we received once the peer's window is full."""
+        if self.peer_window and self.received - self._acked >= self.peer_window:
+            self._acked = self.received
+            self.write(out, 2, ACK, 0, 0, struct.pack(">I", self.received & 0xFFFFFFFF))
+
+    # ---- output -------------------------------------------------------------------
+
+    def write(
+        self, out: bytearray, csid: int, type_id: int, stream_id: int, ts: int, payload: bytes
+    ) -> None:
+        """Append ``payload`` as one message: a type 0 header, then type 3 continuations.
+
+        A timestamp from 0xFFFFFF up goes in the 4-byte extended field, which every
+        continuation chunk repeats (as FFmpeg writes and reads it).
+        """
+        assert 2 <= csid <= 63, csid
+        ts &= 0xFFFFFFFF
+        extended = ts >= 0xFFFFFF
+        ext = ts.to_bytes(4, "big") if extended else b""
+        header = bytes([csid]) + (0xFFFFFF if extended else ts).to_bytes(3, "big")
+        header += len(payload).to_bytes(3, "big") + bytes([type_id])
+        header += stream_id.to_bytes(4, "little") + ext
+        size = self.out_chunk_size
+        out += header + payload[:size]
+        continuation = bytes([0xC0 | csid]) + ext
+        for i in range(size, len(payload), size):
+            out += continuation + payload[i : i + size]
+
+
+def _u32(payload: bytes) -> int:
+    """A big-endian 32-bit field at the start of ``payload`` (short payloads zero-padded)."""
+    return int.from_bytes(payload[:4].rjust(4, b"\0"), "big")
 
 
 # Decides on a publish: returns None to accept, or the reason to refuse.
@@ -102,11 +265,7 @@ class RtmpServerConnection:
         self._in = bytearray()
         self._out = bytearray()
         self._events: deque[Event] = deque()
-        self._streams: dict[int, _ChunkStream] = {}
-        self._in_chunk_size = DEFAULT_CHUNK_SIZE
-        self._peer_window = 0
-        self._received = 0
-        self._acked = 0
+        self._chunks = _Chunker()
         self.stream_key = ""
         self.close_after_send = False
 
@@ -116,15 +275,15 @@ class RtmpServerConnection:
         if self.state is State.CLOSED:
             return
         self._in += data
-        self._received += len(data)
+        self._chunks.received += len(data)
         if self.state is State.HANDSHAKE:
             self._handshake_c0c1()
         if self.state is State.HANDSHAKE_ACK:
             self._handshake_c2()
         if self.state in (State.CONNECTING, State.CONNECTED, State.PUBLISHING):
-            while self._read_chunk():
-                pass
-            self._maybe_ack()
+            while (msg := self._chunks.read_message(self._in)) is not None:
+                self._on_message(msg.type_id, msg.stream_id, msg.timestamp, msg.payload)
+            self._chunks.maybe_ack(self._out)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -160,96 +319,12 @@ class RtmpServerConnection:
         del self._in[:HANDSHAKE_SIZE]
         self.state = State.CONNECTING
 
-    # ---- chunk stream -------------------------------------------------------------
-
-    def _read_chunk(self) -> bool:
-        """Parse one chunk if the buffer holds it whole; True when one was consumed."""
-        buf = self._in
-        if not buf:
-            return False
-        first = buf[0]
-        fmt, csid = first >> 6, first & 0x3F
-        pos = 1
-        if csid == 0:
-            if len(buf) < 2:
-                return False
-            csid = 64 + buf[1]
-            pos = 2
-        elif csid == 1:
-            if len(buf) < 3:
-                return False
-            csid = 64 + buf[1] + buf[2] * 256
-            pos = 3
-        header_len = (11, 7, 3, 0)[fmt]
-        if len(buf) < pos + header_len:
-            return False
-        cs = self._streams.get(csid)
-        if cs is None:
-            if fmt != 0:
-                raise ProtocolError("chunk", f"chunk stream {csid} starts with a type {fmt} header")
-            if len(self._streams) >= MAX_CHUNK_STREAMS:
-                raise ProtocolError("chunk", f"more than {MAX_CHUNK_STREAMS} chunk streams")
-            cs = _ChunkStream()
-        h = buf[pos : pos + header_len]
-        pos += header_len
-        ts_field = 0
-        length, type_id, stream_id = cs.length, cs.type_id, cs.stream_id
-        if fmt <= 2:
-            ts_field = int.from_bytes(h[0:3], "big")
-        if fmt <= 1:
-            length = int.from_bytes(h[3:6], "big")
-            type_id = h[6]
-        if fmt == 0:
-            stream_id = int.from_bytes(h[7:11], "little")
-        extended = ts_field == 0xFFFFFF if fmt <= 2 else cs.extended
-        if extended:
-            if len(buf) < pos + 4:
-                return False
-            ts_field = int.from_bytes(buf[pos : pos + 4], "big")
-            pos += 4
-        if length > MAX_MESSAGE_SIZE:
-            raise ProtocolError("chunk", f"message length {length} over {MAX_MESSAGE_SIZE}")
-        starting = not cs.payload
-        need = min(self._in_chunk_size, length - len(cs.payload))
-        if len(buf) < pos + need:
-            return False
-        # The whole chunk is here: commit the header and take the payload.
-        if starting:
-            if fmt == 0:
-                cs.timestamp, cs.delta = ts_field, 0
-            elif fmt in (1, 2):
-                cs.delta = ts_field
-                cs.timestamp += ts_field
-            else:
-                cs.timestamp += cs.delta
-        cs.length, cs.type_id, cs.stream_id, cs.extended = length, type_id, stream_id, extended
-        self._streams[csid] = cs
-        cs.payload += buf[pos : pos + need]
-        del buf[: pos + need]
-        if len(cs.payload) >= cs.length:
-            payload = bytes(cs.payload)
-            cs.payload.clear()
-            self._on_message(cs.type_id, cs.stream_id, cs.timestamp & 0xFFFFFFFF, payload)
-        return True
-
-    def _maybe_ack(self) -> None:
-        if self._peer_window and self._received - self._acked >= self._peer_window:
-            self._acked = self._received
-            self._send(2, ACK, 0, 0, struct.pack(">I", self._received & 0xFFFFFFFF))
-
     # ---- messages -----------------------------------------------------------------
 
     def _on_message(self, type_id: int, stream_id: int, ts: int, payload: bytes) -> None:
-        if type_id == SET_CHUNK_SIZE:
-            size = struct.unpack(">I", payload[:4].rjust(4, b"\0"))[0] & 0x7FFFFFFF
-            if not 1 <= size <= 0xFFFFFF:
-                raise ProtocolError("set_chunk_size", f"chunk size {size} out of range")
-            self._in_chunk_size = size
-        elif type_id == WINDOW_ACK:
-            self._peer_window = struct.unpack(">I", payload[:4].rjust(4, b"\0"))[0]
-        elif type_id in (ABORT, ACK, USER_CONTROL, PEER_BW):
-            return  # nothing to do for a publisher's flow control
-        elif type_id == COMMAND_AMF0:
+        if type_id in (SET_CHUNK_SIZE, WINDOW_ACK, ABORT, ACK, USER_CONTROL, PEER_BW):
+            return  # the chunk layer took what it needs; nothing else for a publisher
+        if type_id == COMMAND_AMF0:
             self._on_command(amf0.decode_all(payload))
         elif type_id == COMMAND_AMF3:
             self._on_command(amf0.decode_all(payload[1:]))  # AMF3 command = 0 byte + AMF0
@@ -301,7 +376,7 @@ class RtmpServerConnection:
         self._send(2, WINDOW_ACK, 0, 0, struct.pack(">I", WINDOW_ACK_SIZE))
         self._send(2, PEER_BW, 0, 0, struct.pack(">IB", WINDOW_ACK_SIZE, 2))
         self._send(2, SET_CHUNK_SIZE, 0, 0, struct.pack(">I", OUR_CHUNK_SIZE))
-        self._out_chunk_size = OUR_CHUNK_SIZE
+        self._chunks.out_chunk_size = OUR_CHUNK_SIZE
         if app != self.app:
             self._send_command(
                 3,
@@ -354,8 +429,6 @@ class RtmpServerConnection:
 
     # ---- output -------------------------------------------------------------------
 
-    _out_chunk_size = DEFAULT_CHUNK_SIZE
-
     def _on_status(self, level: str, code: str, description: str) -> None:
         self._send_command(
             5,
@@ -370,9 +443,4 @@ class RtmpServerConnection:
         self._send(csid, COMMAND_AMF0, stream_id, 0, amf0.encode_all(*values))
 
     def _send(self, csid: int, type_id: int, stream_id: int, ts: int, payload: bytes) -> None:
-        header = bytes([csid & 0x3F]) + ts.to_bytes(3, "big") + len(payload).to_bytes(3, "big")
-        header += bytes([type_id]) + stream_id.to_bytes(4, "little")
-        size = self._out_chunk_size
-        self._out += header + payload[:size]
-        for i in range(size, len(payload), size):
-            self._out += bytes([0xC0 | (csid & 0x3F)]) + payload[i : i + size]
+        self._chunks.write(self._out, csid, type_id, stream_id, ts, payload)

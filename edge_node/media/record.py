@@ -3,8 +3,8 @@
 A fan-out subscriber in the control process; the muxing and the disk writes happen in
 a writer thread, never on the event loop. Matroska is written progressively and every
 cluster (at most half a second) is flushed to the OS when it closes, so a crash
-(kill -9 included) leaves a file that plays up to its last half second. A file always starts at a keyframe, and the
-recorder asks the encoder for one when a rotation is due.
+(kill -9 included) leaves a file that plays up to its last half second. A file always
+starts at a keyframe, and the recorder asks the encoder for one when a rotation is due.
 """
 
 from __future__ import annotations

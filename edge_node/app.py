@@ -22,6 +22,7 @@ from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_
 from edge_node.media.fanout import PacketHub
 from edge_node.media.ingest import IngestArbiter
 from edge_node.media.ingest_rtmp import RtmpListener
+from edge_node.media.ingest_whip import WhipEndpoint, install_passthrough_decoders
 from edge_node.media.record import Recorder
 from edge_node.media.supervisor import WorkerSupervisor
 from edge_node.metrics import Registry
@@ -40,7 +41,7 @@ class Node:
         self.registry = Registry()
         self.ingest = IngestArbiter(cfg.ingest.stream_key)
         self.supervisor = WorkerSupervisor(
-            cfg, self.registry, self._on_worker_message, replay=self.ingest.replay
+            cfg, self.registry, self._on_worker_message, replay=self._replay_to_new_worker
         )
         self.hub = PacketHub(
             self.registry,
@@ -86,15 +87,26 @@ class Node:
                 on_media=self._rtmp_media,
                 on_end=self._rtmp_ended,
             )
+        self.whip = WhipEndpoint(self.ingest, self.registry, self.supervisor.send)
         self.recorder = Recorder(cfg, self.hub, self.registry) if cfg.record.enabled else None
-        self.http_app = build_app(self.whep, self.registry, self.health)
+        self.http_app = build_app(self.whep, self.whip, self.registry, self.health)
         self._runner: web.AppRunner | None = None
         self.http_port = cfg.http.port
 
     def _on_worker_message(self, msg: dict[str, Any], gen: int) -> None:
         if msg["t"] == "stats":
             self._worker_stats = msg
+        elif msg["t"] == "need_keyframe":
+            self.whip.request_keyframe(time.monotonic())
         self.hub.on_worker_message(msg, gen)
+
+    def _replay_to_new_worker(self) -> list[dict[str, Any]]:
+        if self.ingest.live is not None and self.ingest.live.proto == "whip":
+            # The new worker's decoder needs a keyframe: ask the publisher for one.
+            asyncio.get_running_loop().call_later(
+                0.2, lambda: self.whip.request_keyframe(time.monotonic())
+            )
+        return self.ingest.replay()
 
     def _rtmp_started(self, conn_id: int, key: str) -> None:
         self._c_publishers.inc(proto="rtmp")
@@ -169,6 +181,12 @@ class Node:
                 "live": self.ingest.live.proto if self.ingest.live else None,
                 "output": self._worker_stats.get("input", "fallback"),
                 "rtmp_port": self.rtmp.port if self.rtmp else None,
+                "worker_input": self._worker_stats.get("live_proto") or None,
+                "decoded_frames": self._worker_stats.get("live_frames", 0),
+                "decode_errors": self._worker_stats.get("live_decode_errors", 0),
+                "skipped_before_keyframe": self._worker_stats.get(
+                    "live_skipped_before_keyframe", 0
+                ),
             },
             "record": self.recorder.status() if self.recorder else None,
         }
@@ -176,6 +194,7 @@ class Node:
     async def start(self) -> None:
         Path(self.cfg.node.data_dir).mkdir(parents=True, exist_ok=True)
         restrict_ice_host_addresses(self.cfg.webrtc.host_addresses)
+        install_passthrough_decoders()
         await self.supervisor.start()
         if self.rtmp is not None:
             await self.rtmp.start()
@@ -197,6 +216,7 @@ class Node:
         if self.rtmp is not None:
             await self.rtmp.stop()
         await self.whep.close_all()
+        await self.whip.close_all()
         if self.recorder is not None:
             await self.recorder.stop()
         if self._runner is not None:

@@ -89,7 +89,7 @@ class WhepSession:
                 ch.send(json.dumps(message, ensure_ascii=False))
 
 
-def _keep_only_h264(transceiver: RTCRtpTransceiver) -> None:
+def keep_only_h264(transceiver: RTCRtpTransceiver) -> None:
     """Answer with H.264 only: the packets we send are H.264, whatever the viewer prefers.
 
     aiortc applies codec preferences while it creates the transceiver inside
@@ -146,7 +146,7 @@ class WhepEndpoint:
             await pc.close()
             self._c_sessions.inc(outcome="bad_offer")
             raise ProtocolError("sdp", "the offer has no video transceiver")
-        _keep_only_h264(video[0])
+        keep_only_h264(video[0])
         if not video[0]._codecs:
             await pc.close()
             self._c_sessions.inc(outcome="no_h264")

@@ -49,9 +49,9 @@ def split_annexb(data: bytes) -> list[bytes]:
     nalus = []
     for i, start in enumerate(starts):
         end = starts[i + 1] - 3 if i + 1 < len(starts) else len(data)
-        nal = data[start:end]
-        if i + 1 < len(starts) and nal.endswith(b"\x00"):
-            nal = nal[:-1]  # the leading zero of a 4-byte start code
+        # A NAL unit never ends in a zero byte (H.264 7.4.1): zeros before a start
+        # code are its 4-byte form's leading zero or trailing_zero_8bits padding.
+        nal = data[start:end].rstrip(b"\x00")
         if nal:
             nalus.append(nal)
     return nalus

@@ -11,6 +11,8 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
+from edge_node.media import flv, h264
+
 
 @dataclass(frozen=True, slots=True)
 class Publisher:
@@ -23,6 +25,7 @@ class IngestArbiter:
         self._stream_key = stream_key
         self.live: Publisher | None = None
         self.sequence_header: bytes | None = None
+        self.h264_parameter_sets: bytes | None = None
 
     def check(self, key: str) -> str | None:
         """None when ``key`` may publish now, else the reason for the refusal."""
@@ -36,14 +39,14 @@ class IngestArbiter:
 
     def started(self, proto: str, conn_id: int) -> dict[str, Any]:
         self.live = Publisher(proto, conn_id)
-        self.sequence_header = None
+        self.sequence_header = self.h264_parameter_sets = None
         return {"t": "in_start", "proto": proto}
 
     def ended(self, proto: str, conn_id: int) -> dict[str, Any] | None:
         if self.live != Publisher(proto, conn_id):
             return None
         self.live = None
-        self.sequence_header = None
+        self.sequence_header = self.h264_parameter_sets = None
         return {"t": "in_end"}
 
     def flv_video(self, conn_id: int, timestamp_ms: int, body: bytes) -> dict[str, Any] | None:
@@ -55,6 +58,15 @@ class IngestArbiter:
             self.sequence_header = body
         return {"t": "in_video", "ts": timestamp_ms, "data": body}
 
+    def h264_unit(self, conn_id: int, annexb: bytes) -> None:
+        """Remember the live WHIP stream's latest parameter sets (for a new worker)."""
+        live = self.live
+        if live is None or live.conn_id != conn_id or b"\x00\x00\x01\x67" not in annexb:
+            return  # 0x67: an SPS NAL header; only then can the sets have changed
+        sets = h264.parameter_sets_annexb(flv.split_annexb(annexb))
+        if sets is not None:
+            self.h264_parameter_sets = sets
+
     def replay(self) -> list[dict[str, Any]]:
         """What a new worker must receive to continue the live input."""
         if self.live is None:
@@ -62,4 +74,6 @@ class IngestArbiter:
         msgs: list[dict[str, Any]] = [{"t": "in_start", "proto": self.live.proto}]
         if self.sequence_header is not None:
             msgs.append({"t": "in_video", "ts": 0, "data": self.sequence_header})
+        if self.h264_parameter_sets is not None:
+            msgs.append({"t": "in_h264", "data": self.h264_parameter_sets})
         return msgs

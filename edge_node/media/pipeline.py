@@ -87,7 +87,12 @@ class Pipeline:
         self.encoder = H264Encoder(cfg.video)
         self.queue = DropOldestQueue(cfg.worker.frame_queue)
         self.live_frames = DropOldestQueue(cfg.worker.frame_queue)
-        self.live = LiveInput(cfg.video.width, cfg.video.height, self._on_live_frame)
+        self.live = LiveInput(
+            cfg.video.width,
+            cfg.video.height,
+            self._on_live_frame,
+            on_need_keyframe=lambda: emit({"t": "need_keyframe"}),
+        )
         self.last_live_at = -1e9
         self.input = "fallback"
         self.input_switches = 0
@@ -139,6 +144,7 @@ class Pipeline:
             "live_frames": self.live.frames_decoded,
             "live_decode_errors": self.live.decode_errors,
             "live_dropped": self.live_frames.dropped,
+            "live_skipped_before_keyframe": self.live.skipped_before_keyframe,
         }
 
     def end_live(self) -> None:

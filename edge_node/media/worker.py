@@ -53,7 +53,8 @@ def _read_messages(fd: int, reader: MessageReader) -> list[dict[str, Any]] | Non
     return reader.feed(data)
 
 
-def _read_init(reader: MessageReader) -> dict[str, Any]:
+def _read_init(reader: MessageReader) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The init message, and whatever arrived with it (the supervisor's replay)."""
     while True:
         msgs = _read_messages(0, reader)
         if msgs is None:
@@ -61,14 +62,14 @@ def _read_init(reader: MessageReader) -> dict[str, Any]:
         if msgs:
             if msgs[0]["t"] != "init":
                 raise SystemExit(f"worker: first message must be init, got {msgs[0]['t']}")
-            return msgs[0]
+            return msgs[0], msgs[1:]
 
 
 def main() -> int:
     up_fd = os.dup(1)
     os.dup2(2, 1)
     reader = MessageReader()
-    init = _read_init(reader)
+    init, early = _read_init(reader)
     cfg = config_mod.from_wire(init["config"])
     logs.setup(cfg.node.log_level, cfg.node.log_format, process_role="worker")
     stop = threading.Event()
@@ -84,9 +85,11 @@ def main() -> int:
     pipeline.start()
 
     def read_down() -> None:
+        pending: list[dict[str, Any]] | None = early
         try:
             while not stop.is_set():
-                msgs = _read_messages(0, reader)
+                msgs = pending if pending is not None else _read_messages(0, reader)
+                pending = None
                 if msgs is None:
                     break
                 for msg in msgs:
@@ -97,6 +100,8 @@ def main() -> int:
                         pipeline.compositor.set_scene(Scene.from_wire(msg["scene"]))
                     elif kind == "in_video":
                         pipeline.live.flv_video(int(msg["ts"]), msg["data"])
+                    elif kind == "in_h264":
+                        pipeline.live.h264_annexb(msg["data"])
                     elif kind == "in_start":
                         pipeline.live.start(str(msg["proto"]))
                     elif kind == "in_end":
@@ -107,13 +112,21 @@ def main() -> int:
                         log.warning("unknown channel message", extra={"kind": kind})
         except EdgeNodeError as exc:
             log.error("bad frame from the control process: %s", exc)
+        except Exception:
+            # A bug here must not leave a worker that no longer listens: exit, and
+            # let the supervisor start a fresh one.
+            log.exception("channel reader failed; the media worker exits")
+            failed.set()
         stop.set()
 
+    failed = threading.Event()
     threading.Thread(target=read_down, name="channel-down", daemon=True).start()
     while not stop.is_set() and not pipeline.stop_event.is_set():
         stop.wait(1.0)
         writer.send(pipeline.stats())
     pipeline.stop()
+    if failed.is_set():
+        return 1
     if pipeline.error is not None:
         log.error("media worker exiting after a pipeline error: %r", pipeline.error)
         return 1

@@ -12,13 +12,17 @@ from aiohttp import web
 
 from edge_node.errors import ProtocolError
 from edge_node.media.egress_whep import WhepEndpoint
+from edge_node.media.ingest_whip import WhipEndpoint, WhipRefused
 from edge_node.metrics import Registry
 
 SDP = "application/sdp"
 
 
 def build_app(
-    whep: WhepEndpoint, registry: Registry, health: Callable[[], dict[str, Any]]
+    whep: WhepEndpoint,
+    whip: WhipEndpoint,
+    registry: Registry,
+    health: Callable[[], dict[str, Any]],
 ) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     web_dir = resources.files("edge_node") / "web"
@@ -48,6 +52,30 @@ def build_app(
             status=201, text=answer, content_type=SDP, headers={"Location": location}
         )
 
+    async def whip_post(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        if request.content_type != SDP:
+            return _error(415, "content-type", f"expected {SDP}, got {request.content_type}")
+        offer = await request.text()
+        if not offer.strip():
+            return _error(400, "body", "empty SDP offer")
+        try:
+            sid, answer = await whip.create(bearer, offer)
+        except WhipRefused as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+            return _error(exc.status, exc.field, exc.reason, headers)
+        except ProtocolError as exc:
+            return _error(400, exc.field, exc.reason)
+        return web.Response(
+            status=201, text=answer, content_type=SDP, headers={"Location": f"/whip/{sid}"}
+        )
+
+    async def whip_delete(request: web.Request) -> web.Response:
+        if await whip.delete(request.match_info["sid"]):
+            return web.Response(status=200)
+        return _error(404, "session", "no such WHIP session")
+
     async def whep_delete(request: web.Request) -> web.Response:
         if await whep.delete(request.match_info["sid"]):
             return web.Response(status=200)
@@ -75,6 +103,10 @@ def build_app(
 
     app.router.add_get("/", index)
     app.router.add_route("OPTIONS", "/whep", whep_options)
+    app.router.add_route("OPTIONS", "/whip", whep_options)
+    app.router.add_post("/whip", whip_post)
+    app.router.add_delete("/whip/{sid}", whip_delete)
+    app.router.add_patch("/whip/{sid}", whep_patch)
     app.router.add_post("/whep", whep_post)
     app.router.add_delete("/whep/{sid}", whep_delete)
     app.router.add_patch("/whep/{sid}", whep_patch)
@@ -83,9 +115,12 @@ def build_app(
     return app
 
 
-def _error(status: int, field: str, reason: str) -> web.Response:
+def _error(
+    status: int, field: str, reason: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status,
         text=json.dumps({"error": reason, "field": field}),
         content_type="application/json",
+        headers=headers,
     )

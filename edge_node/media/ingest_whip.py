@@ -188,7 +188,8 @@ class WhipEndpoint:
                     continue
                 for source in receiver.getSynchronizationSources():
                     self.c_plis.inc()
-                    asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
+                    task = asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
+                    session.tasks.append(task)
 
     async def delete(self, sid: str) -> bool:
         session = self.sessions.pop(sid, None)

@@ -39,7 +39,7 @@ class Node:
         self.cfg = cfg
         self.started_at = time.monotonic()
         self.registry = Registry()
-        self.ingest = IngestArbiter(cfg.ingest.stream_key)
+        self.ingest = IngestArbiter(cfg.ingest.stream_key, pulls_rtsp=bool(cfg.ingest.rtsp_url))
         self.supervisor = WorkerSupervisor(
             cfg, self.registry, self._on_worker_message, replay=self._replay_to_new_worker
         )
@@ -182,6 +182,7 @@ class Node:
                 "output": self._worker_stats.get("input", "fallback"),
                 "rtmp_port": self.rtmp.port if self.rtmp else None,
                 "worker_input": self._worker_stats.get("live_proto") or None,
+                "rtsp": self._worker_stats.get("rtsp"),
                 "decoded_frames": self._worker_stats.get("live_frames", 0),
                 "decode_errors": self._worker_stats.get("live_decode_errors", 0),
                 "skipped_before_keyframe": self._worker_stats.get(

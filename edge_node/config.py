@@ -124,6 +124,12 @@ class IngestConfig:
     rtmp_host: str = _key("0.0.0.0", "Address the RTMP ingest listener binds.")
     rtmp_port: int = _key(1935, "RTMP ingest port; 0 turns RTMP ingest off.", min=0, max=65535)
     rtmp_app: str = _key("live", "RTMP application name: rtmp://host:port/<app>/<stream key>.")
+    rtsp_url: str = _key(
+        "",
+        "IP camera to pull over RTSP (rtsp://user:pass@cam/stream); empty = off. When "
+        "set, the camera is the live input and RTMP/WHIP publishers are refused.",
+    )
+    rtsp_transport: str = _key("tcp", "RTSP media transport.", choices=("tcp", "udp"))
     slate_after_s: float = _key(
         0.5,
         "Seconds without a live frame before the slate (or test pattern) replaces it.",
@@ -278,6 +284,10 @@ def _validate_whole(cfg: Config) -> None:
     if cfg.video.width % 2 or cfg.video.height % 2:
         key = "video.width" if cfg.video.width % 2 else "video.height"
         raise ConfigError(key, "must be even (yuv420p halves the chroma planes)")
+    if cfg.ingest.rtsp_url and not cfg.ingest.rtsp_url.startswith(("rtsp://", "rtsps://")):
+        raise ConfigError(
+            "ingest.rtsp_url", f"expected an rtsp:// URL, got {cfg.ingest.rtsp_url!r}"
+        )
     if cfg.push.url and not cfg.push.url.startswith(("rtmp://", "rtmps://")):
         raise ConfigError("push.url", f"expected an rtmp:// URL, got {cfg.push.url!r}")
     if cfg.push.backoff_initial_s > cfg.push.backoff_max_s:

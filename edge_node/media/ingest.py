@@ -21,14 +21,17 @@ class Publisher:
 
 
 class IngestArbiter:
-    def __init__(self, stream_key: str) -> None:
+    def __init__(self, stream_key: str, pulls_rtsp: bool = False) -> None:
         self._stream_key = stream_key
+        self._pulls_rtsp = pulls_rtsp
         self.live: Publisher | None = None
         self.sequence_header: bytes | None = None
         self.h264_parameter_sets: bytes | None = None
 
     def check(self, key: str) -> str | None:
         """None when ``key`` may publish now, else the reason for the refusal."""
+        if self._pulls_rtsp:
+            return "this node takes its live input from its RTSP camera (ingest.rtsp_url)"
         if not self._stream_key:
             return "publishing is disabled: ingest.stream_key is not set"
         if not hmac.compare_digest(key.encode(), self._stream_key.encode()):

@@ -21,8 +21,10 @@ from typing import Any
 
 import av
 
+from edge_node.backoff import Backoff
 from edge_node.config import Config
 from edge_node.media.encode import H264Encoder
+from edge_node.media.ingest_rtsp import RtspPull, redact
 from edge_node.media.live_input import LiveInput
 from edge_node.media.sources import Source
 from edge_node.overlay.compositor import Compositor
@@ -103,6 +105,17 @@ class Pipeline:
         self.source_name = ""
         self.error: BaseException | None = None
         self._threads: list[threading.Thread] = []
+        self.rtsp: RtspPull | None = None
+        if cfg.ingest.rtsp_url:
+            self.rtsp = RtspPull(
+                cfg.ingest.rtsp_url,
+                cfg.ingest.rtsp_transport,
+                cfg.video.width,
+                cfg.video.height,
+                self._on_live_frame,
+                self.stop_event,
+                Backoff(0.5, 10.0),
+            )
 
     def request_keyframe(self) -> None:
         self._keyframe.set()
@@ -112,6 +125,8 @@ class Pipeline:
             t = threading.Thread(target=self._guard(target), name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        if self.rtsp is not None:
+            self._threads.append(self.rtsp.start())
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -145,6 +160,16 @@ class Pipeline:
             "live_decode_errors": self.live.decode_errors,
             "live_dropped": self.live_frames.dropped,
             "live_skipped_before_keyframe": self.live.skipped_before_keyframe,
+            "rtsp": None
+            if self.rtsp is None
+            else {
+                "url": redact(self.rtsp.url),
+                "connected": self.rtsp.connected,
+                "connects": self.rtsp.connects,
+                "failures": self.rtsp.failures,
+                "frames": self.rtsp.frames,
+                "last_error": self.rtsp.last_error,
+            },
         }
 
     def end_live(self) -> None:

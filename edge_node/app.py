@@ -58,7 +58,7 @@ class Node:
         )
         self._c_ingest_ignored = self.registry.counter(
             "edge_node_ingest_ignored_total",
-            "Ingest messages not used, by kind (audio is not carried yet).",
+            "Ingest messages not used, by kind (stream metadata).",
         )
         self.registry.gauge(
             "edge_node_ingest_live",
@@ -113,10 +113,13 @@ class Node:
         self.supervisor.send(self.ingest.started("rtmp", conn_id))
 
     def _rtmp_media(self, conn_id: int, message: rtmp.MediaMessage) -> None:
-        if message.kind != "video":
+        if message.kind == "metadata":
             self._c_ingest_ignored.inc(kind=message.kind)
             return
-        msg = self.ingest.flv_video(conn_id, message.timestamp_ms, message.payload)
+        if message.kind == "audio":
+            msg = self.ingest.media(conn_id, {"t": "in_audio", "data": message.payload})
+        else:
+            msg = self.ingest.flv_video(conn_id, message.timestamp_ms, message.payload)
         if msg is not None:
             self.supervisor.send(msg)
 

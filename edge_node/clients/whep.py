@@ -16,8 +16,12 @@ from edge_node import barcode
 
 
 class WhepViewer:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, audio: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
+        self.audio = audio
+        self._audio_track: asyncio.Future[MediaStreamTrack] = (
+            asyncio.get_running_loop().create_future()
+        )
         self.pc = RTCPeerConnection()
         self.location: str | None = None
         self.events = self.pc.createDataChannel("events")
@@ -28,6 +32,8 @@ class WhepViewer:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and not self._track.done():
                 self._track.set_result(track)
+            if track.kind == "audio" and not self._audio_track.done():
+                self._audio_track.set_result(track)
 
         @self.events.on("message")
         def on_message(message: str | bytes) -> None:
@@ -37,6 +43,8 @@ class WhepViewer:
 
     async def connect(self) -> None:
         self.pc.addTransceiver("video", direction="recvonly")
+        if self.audio:
+            self.pc.addTransceiver("audio", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with (
             aiohttp.ClientSession() as http,
@@ -56,6 +64,12 @@ class WhepViewer:
         track = await asyncio.wait_for(asyncio.shield(self._track), timeout)
         frame = await asyncio.wait_for(track.recv(), timeout)
         assert isinstance(frame, av.VideoFrame)
+        return frame
+
+    async def audio_frame(self, timeout: float = 5.0) -> av.AudioFrame:
+        track = await asyncio.wait_for(asyncio.shield(self._audio_track), timeout)
+        frame = await asyncio.wait_for(track.recv(), timeout)
+        assert isinstance(frame, av.AudioFrame)
         return frame
 
     async def close(self) -> None:

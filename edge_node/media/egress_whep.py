@@ -24,8 +24,9 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from edge_node.config import Config
 from edge_node.errors import ProtocolError
+from edge_node.media.audio import TIME_BASE as AUDIO_TIME_BASE
 from edge_node.media.encode import TIME_BASE
-from edge_node.media.fanout import PacketHub, Subscription
+from edge_node.media.fanout import AudioSubscription, PacketHub, Subscription
 from edge_node.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,36 @@ class WhepTrack(MediaStreamTrack):
         super().stop()
 
 
+class WhepAudioTrack(MediaStreamTrack):
+    """An audio track whose ``recv`` returns pre-encoded Opus packets from the hub."""
+
+    kind = "audio"
+
+    def __init__(self, hub: PacketHub, sub: AudioSubscription) -> None:
+        super().__init__()
+        self._hub = hub
+        self._sub = sub
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        encoded = await self._sub.queue.get()
+        packet = av.Packet(encoded.data)
+        packet.pts = packet.dts = encoded.pts
+        packet.time_base = AUDIO_TIME_BASE
+        return packet
+
+    def stop(self) -> None:
+        self._hub.unsubscribe_audio(self._sub)
+        super().stop()
+
+
 @dataclass(eq=False)
 class WhepSession:
     id: str
     pc: RTCPeerConnection
     track: WhepTrack
+    audio: WhepAudioTrack | None = None
     channels: list[RTCDataChannel] = field(default_factory=list)
 
     def send_event(self, message: dict[str, Any]) -> None:
@@ -89,21 +115,23 @@ class WhepSession:
                 ch.send(json.dumps(message, ensure_ascii=False))
 
 
-def keep_only_h264(transceiver: RTCRtpTransceiver) -> None:
-    """Answer with H.264 only: the packets we send are H.264, whatever the viewer prefers.
+def keep_only_codec(transceiver: RTCRtpTransceiver, mime_type: str) -> bool:
+    """Answer with ``mime_type`` only (H.264 video, Opus audio): what we send or pass on
+    undecoded, whatever the peer prefers. False when the offer lacks it.
 
     aiortc applies codec preferences while it creates the transceiver inside
     setRemoteDescription, which is too early for an answerer to set them; so the
-    negotiated list is filtered afterwards (RTX kept for the H.264 payload types).
+    negotiated list is filtered afterwards (RTX kept for the chosen payload types).
     """
     codecs = transceiver._codecs
-    h264 = {c.payloadType for c in codecs if c.mimeType.lower() == "video/h264"}
+    chosen = {c.payloadType for c in codecs if c.mimeType.lower() == mime_type}
     transceiver._codecs = [
         c
         for c in codecs
-        if c.payloadType in h264
-        or (c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in h264)
+        if c.payloadType in chosen
+        or (c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in chosen)
     ]
+    return bool(chosen)
 
 
 class WhepEndpoint:
@@ -146,8 +174,7 @@ class WhepEndpoint:
             await pc.close()
             self._c_sessions.inc(outcome="bad_offer")
             raise ProtocolError("sdp", "the offer has no video transceiver")
-        keep_only_h264(video[0])
-        if not video[0]._codecs:
+        if not keep_only_codec(video[0], "video/h264"):
             await pc.close()
             self._c_sessions.inc(outcome="no_h264")
             raise ProtocolError("sdp", "the offer does not accept H.264 video")
@@ -157,12 +184,20 @@ class WhepEndpoint:
         sender = pc.addTrack(track)
         self._forward_pli(sender)
         session = WhepSession(sid, pc, track)
+        for t in pc.getTransceivers():
+            if t.kind == "audio" and keep_only_codec(t, "audio/opus"):
+                # Audio flows when the live input has some; until then the track is quiet.
+                session.audio = WhepAudioTrack(self.hub, self.hub.subscribe_audio(sid, "opus"))
+                pc.addTrack(session.audio)
+                break
         self._wire_events(session)
         try:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except (ValueError, RuntimeError) as exc:
             track.stop()
+            if session.audio is not None:
+                session.audio.stop()
             await pc.close()
             self._c_sessions.inc(outcome="bad_offer")
             raise ProtocolError("sdp", f"cannot answer the offer: {exc}") from None
@@ -205,6 +240,8 @@ class WhepEndpoint:
         if session is None:
             return False
         session.track.stop()
+        if session.audio is not None:
+            session.audio.stop()
         await session.pc.close()
         self._c_sessions.inc(outcome="ended")
         log.info("whep session ended", extra={"session": sid, "viewers": len(self.sessions)})

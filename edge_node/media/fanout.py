@@ -30,6 +30,22 @@ class EncodedPacket:
     capture: float  # time.monotonic() at capture (the clock is shared by both processes)
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedAudio:
+    codec: str  # "opus" | "aac"
+    data: bytes
+    pts: int  # 1/48000 s, on the video's timeline
+
+
+@dataclass(eq=False)
+class AudioSubscription:
+    name: str
+    codec: str
+    queue: asyncio.Queue[EncodedAudio] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE * 2)
+    )
+
+
 @dataclass(eq=False)
 class Subscription:
     name: str
@@ -52,6 +68,9 @@ class PacketHub:
         self._frame_duration = frame_duration_pts
         self._clock = clock
         self._subs: set[Subscription] = set()
+        self._audio_subs: set[AudioSubscription] = set()
+        self._last_audio_pts: dict[str, int] = {}
+        self.audio_config: dict[str, bytes] = {}  # e.g. AAC's AudioSpecificConfig
         self._gen = 0
         self._offset = 0
         self._last_pts = -1
@@ -77,6 +96,9 @@ class PacketHub:
             "From frame capture in the worker to its packet reaching the fan-out.",
         )
         self.c_packets = r.counter("edge_node_packets_total", "Encoded video packets fanned out.")
+        self.c_audio = r.counter(
+            "edge_node_audio_packets_total", "Encoded audio packets fanned out, by codec."
+        )
         self.c_dropped = r.counter(
             "edge_node_frames_dropped_total", "Frames or packets dropped, by stage."
         )
@@ -122,6 +144,14 @@ class PacketHub:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
+    def subscribe_audio(self, name: str, codec: str) -> AudioSubscription:
+        sub = AudioSubscription(name, codec)
+        self._audio_subs.add(sub)
+        return sub
+
+    def unsubscribe_audio(self, sub: AudioSubscription) -> None:
+        self._audio_subs.discard(sub)
+
     def request_keyframe(self) -> None:
         now = self._clock()
         if now - self._last_keyframe_request >= KEYFRAME_MIN_INTERVAL_S:
@@ -133,6 +163,8 @@ class PacketHub:
         kind = msg["t"]
         if kind == "pkt":
             self._on_packet(msg, gen)
+        elif kind == "apkt":
+            self._on_audio(msg)
         elif kind == "stats":
             self._on_stats(msg, gen)
 
@@ -168,6 +200,24 @@ class PacketHub:
         self._bits.add(now, len(data) * 8)
         for sub in self._subs:
             self._deliver(sub, packet)
+
+    def _on_audio(self, msg: dict[str, Any]) -> None:
+        codec = str(msg["codec"])
+        if "config" in msg:
+            self.audio_config[codec] = msg["config"]
+        # Same shift as the video's (after a worker restart), in audio units.
+        pts = int(msg["pts"]) + self._offset * 48000 // 90000
+        pts = max(pts, self._last_audio_pts.get(codec, -1) + 1)
+        self._last_audio_pts[codec] = pts
+        self.c_audio.inc(codec=codec)
+        packet = EncodedAudio(codec, msg["data"], pts)
+        for sub in self._audio_subs:
+            if sub.codec != codec:
+                continue
+            try:
+                sub.queue.put_nowait(packet)
+            except asyncio.QueueFull:
+                self.c_dropped.inc(stage="audio_subscriber")
 
     def _deliver(self, sub: Subscription, packet: EncodedPacket) -> None:
         if sub.waiting_keyframe:

@@ -61,6 +61,11 @@ class IngestArbiter:
             self.sequence_header = body
         return {"t": "in_video", "ts": timestamp_ms, "data": body}
 
+    def media(self, conn_id: int, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """``msg`` if it comes from the live publisher, else None."""
+        live = self.live
+        return msg if live is not None and live.conn_id == conn_id else None
+
     def h264_unit(self, conn_id: int, annexb: bytes) -> None:
         """Remember the live WHIP stream's latest parameter sets (for a new worker)."""
         live = self.live

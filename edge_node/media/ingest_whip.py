@@ -24,7 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from edge_node.errors import ProtocolError
-from edge_node.media.egress_whep import keep_only_h264
+from edge_node.media.egress_whep import keep_only_codec
 from edge_node.media.ingest import IngestArbiter
 from edge_node.metrics import Registry
 
@@ -123,8 +123,10 @@ class WhipEndpoint:
             await pc.close()
             self.c_sessions.inc(outcome="bad_offer")
             raise ProtocolError("sdp", "the offer has no video transceiver")
-        keep_only_h264(video[0])
-        if not video[0]._codecs:
+        for t in pc.getTransceivers():
+            if t.kind == "audio":
+                keep_only_codec(t, "audio/opus")
+        if not keep_only_codec(video[0], "video/h264"):
             await pc.close()
             self.c_sessions.inc(outcome="no_h264")
             raise ProtocolError("sdp", "the offer does not send H.264 video")
@@ -166,11 +168,14 @@ class WhipEndpoint:
             except MediaStreamError:
                 return
             self.c_units.inc(kind=kind)
-            if kind != "video" or not isinstance(unit, AccessUnit):
-                continue  # audio is counted, not carried yet
+            if not isinstance(unit, AccessUnit):
+                continue
             live = self._arbiter.live
             if live is None or live.conn_id != session.conn_id or live.proto != "whip":
                 return
+            if kind == "audio":
+                self._send({"t": "in_opus", "data": unit.data})
+                continue
             self._arbiter.h264_unit(session.conn_id, unit.data)
             self._send({"t": "in_h264", "data": unit.data})
 

@@ -23,6 +23,7 @@ import av
 
 from edge_node.backoff import Backoff
 from edge_node.config import Config
+from edge_node.media.audio import AudioPath
 from edge_node.media.encode import H264Encoder
 from edge_node.media.ingest_rtsp import RtspPull, redact
 from edge_node.media.live_input import LiveInput
@@ -89,6 +90,9 @@ class Pipeline:
         self.encoder = H264Encoder(cfg.video)
         self.queue = DropOldestQueue(cfg.worker.frame_queue)
         self.live_frames = DropOldestQueue(cfg.worker.frame_queue)
+        # One clock origin for video pts (1/90000) and audio pts (1/48000).
+        self.t0 = time.monotonic()
+        self.audio = AudioPath(self.t0, emit)
         self.live = LiveInput(
             cfg.video.width,
             cfg.video.height,
@@ -160,6 +164,9 @@ class Pipeline:
             "live_decode_errors": self.live.decode_errors,
             "live_dropped": self.live_frames.dropped,
             "live_skipped_before_keyframe": self.live.skipped_before_keyframe,
+            "audio_frames": self.audio.frames_decoded,
+            "audio_decode_errors": self.audio.decode_errors,
+            "audio_unsupported": self.audio.unsupported,
             "rtsp": None
             if self.rtsp is None
             else {
@@ -172,9 +179,14 @@ class Pipeline:
             },
         }
 
+    def start_live(self, proto: str) -> None:
+        self.live.start(proto)
+        self.audio.start(proto)
+
     def end_live(self) -> None:
         """The publisher left cleanly: show the fallback now, not after the slate delay."""
         self.live.end()
+        self.audio.end()
         self.last_live_at = -1e9
 
     def _on_live_frame(self, frame: av.VideoFrame) -> None:
@@ -212,7 +224,7 @@ class Pipeline:
             fallback.close()
 
     def _run_encode(self) -> None:
-        clock = PtsClock(time.monotonic())
+        clock = PtsClock(self.t0)
         while not self.stop_event.is_set():
             item = self.queue.get(timeout=0.1)
             if item is None:

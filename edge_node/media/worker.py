@@ -102,8 +102,12 @@ def main() -> int:
                         pipeline.live.flv_video(int(msg["ts"]), msg["data"])
                     elif kind == "in_h264":
                         pipeline.live.h264_annexb(msg["data"])
+                    elif kind == "in_audio":
+                        pipeline.audio.flv_audio(msg["data"])
+                    elif kind == "in_opus":
+                        pipeline.audio.opus(msg["data"])
                     elif kind == "in_start":
-                        pipeline.live.start(str(msg["proto"]))
+                        pipeline.start_live(str(msg["proto"]))
                     elif kind == "in_end":
                         pipeline.end_live()
                     elif kind == "stop":

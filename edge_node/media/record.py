@@ -23,7 +23,9 @@ import av
 from edge_node.config import Config
 from edge_node.media import flv
 from edge_node.media.encode import TIME_BASE
-from edge_node.media.fanout import EncodedPacket, PacketHub
+from edge_node.media.audio import RATE as AUDIO_RATE
+from edge_node.media.audio import TIME_BASE as AUDIO_TIME_BASE
+from edge_node.media.fanout import EncodedAudio, EncodedPacket, PacketHub
 from edge_node.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,15 @@ CLUSTER_MS = 500
 
 
 class _Segment:
-    def __init__(self, path: Path, cfg: Config, sps: bytes, pps: bytes, first_pts: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        cfg: Config,
+        sps: bytes,
+        pps: bytes,
+        first_pts: int,
+        aac_config: bytes | None,
+    ) -> None:
         self.path = path
         self.opened_at = time.monotonic()
         self.first_pts = first_pts
@@ -52,6 +62,27 @@ class _Segment:
         stream.time_base = TIME_BASE
         stream.codec_context.extradata = b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps
         self._stream = stream
+        self._audio = None
+        if aac_config is not None:
+            audio = self._out.add_stream("aac", rate=AUDIO_RATE)
+            audio.codec_context.layout = "stereo"
+            audio.time_base = AUDIO_TIME_BASE
+            audio.codec_context.extradata = aac_config
+            self._audio = audio
+
+    @property
+    def has_audio(self) -> bool:
+        return self._audio is not None
+
+    def write_audio(self, pkt: EncodedAudio) -> None:
+        pts = pkt.pts - self.first_pts * AUDIO_RATE // 90000
+        if self._audio is None or pts < 0:
+            return
+        packet = av.Packet(pkt.data)
+        packet.pts = packet.dts = pts
+        packet.time_base = AUDIO_TIME_BASE
+        packet.stream = self._audio
+        self._out.mux(packet)
 
     def write(self, pkt: EncodedPacket) -> None:
         packet = av.Packet(pkt.data)
@@ -78,9 +109,9 @@ class Recorder:
         self.cfg = cfg
         self.dir = Path(cfg.record.dir or Path(cfg.node.data_dir) / "recordings")
         self._hub = hub
-        self._queue: queue.Queue[EncodedPacket | None] = queue.Queue(WRITE_QUEUE)
+        self._queue: queue.Queue[EncodedPacket | EncodedAudio | None] = queue.Queue(WRITE_QUEUE)
         self._thread: threading.Thread | None = None
-        self._pump_task: asyncio.Task[None] | None = None
+        self._pump_tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._segment: _Segment | None = None
         self._rotate_requested = False
@@ -97,10 +128,14 @@ class Recorder:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run_writer, name="recorder", daemon=True)
         self._thread.start()
-        sub = self._hub.subscribe("record")
-        self._pump_task = asyncio.create_task(self._pump(sub.queue), name="recorder-pump")
+        video = self._hub.subscribe("record").queue
+        audio = self._hub.subscribe_audio("record", "aac").queue
+        self._pump_tasks = [
+            asyncio.create_task(self._pump(video), name="recorder-video"),
+            asyncio.create_task(self._pump(audio), name="recorder-audio"),
+        ]
 
-    async def _pump(self, packets: asyncio.Queue[EncodedPacket]) -> None:
+    async def _pump(self, packets: asyncio.Queue[Any]) -> None:
         while True:
             pkt = await packets.get()
             try:
@@ -109,10 +144,10 @@ class Recorder:
                 self.c_dropped.inc()
 
     async def stop(self) -> None:
-        if self._pump_task is not None:
-            self._pump_task.cancel()
+        for task in self._pump_tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._pump_task
+                await task
         if self._thread is not None:
             await asyncio.to_thread(self._queue.put, None)
             await asyncio.to_thread(self._thread.join, 5.0)
@@ -135,7 +170,10 @@ class Recorder:
                 self._close_segment()
         self._close_segment()
 
-    def _write(self, pkt: EncodedPacket) -> None:
+    def _write(self, pkt: EncodedPacket | EncodedAudio) -> None:
+        if isinstance(pkt, EncodedAudio):
+            self._write_audio(pkt)
+            return
         seg = self._segment
         if seg is not None and not self._rotate_requested and self._rotation_due(seg):
             self._rotate_requested = True
@@ -145,12 +183,27 @@ class Recorder:
             sets = flv.parameter_sets(nalus)
             if sets is not None:
                 self._close_segment()
-                seg = self._open_segment(sets[0], sets[1], pkt.pts)
+                seg = self._open_segment(
+                    sets[0], sets[1], pkt.pts, self._hub.audio_config.get("aac")
+                )
         if seg is None:
             self.c_dropped.inc()  # before the first keyframe: nothing decodable yet
             return
         seg.write(pkt)
         self.c_frames.inc()
+
+    def _write_audio(self, pkt: EncodedAudio) -> None:
+        seg = self._segment
+        if seg is None:
+            return
+        if not seg.has_audio:
+            # The input's audio started after this file began: a Matroska file declares
+            # its tracks up front, so the next file (from the next keyframe) carries it.
+            if not self._rotate_requested and "aac" in self._hub.audio_config:
+                self._rotate_requested = True
+                self._ask_keyframe()
+            return
+        seg.write_audio(pkt)
 
     def _rotation_due(self, seg: _Segment) -> bool:
         rec = self.cfg.record
@@ -161,14 +214,16 @@ class Recorder:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._hub.request_keyframe)
 
-    def _open_segment(self, sps: bytes, pps: bytes, first_pts: int) -> _Segment:
+    def _open_segment(
+        self, sps: bytes, pps: bytes, first_pts: int, aac_config: bytes | None
+    ) -> _Segment:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         path = self.dir / f"{self.cfg.node.id}-{stamp}.mkv"
         n = 1
         while path.exists():
             n += 1
             path = self.dir / f"{self.cfg.node.id}-{stamp}-{n}.mkv"
-        self._segment = _Segment(path, self.cfg, sps, pps, first_pts)
+        self._segment = _Segment(path, self.cfg, sps, pps, first_pts, aac_config)
         self._rotate_requested = False
         self.current = path
         self.c_files.inc()

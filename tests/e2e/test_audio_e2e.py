@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+from pathlib import Path
+
+import av
 
 import numpy as np
 import pytest
 
 from edge_node.clients.whep import WhepViewer
-from tests.conftest import NodeProcess
+from tests.conftest import NodeProcess, start_node
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -65,3 +68,60 @@ async def test_rtmp_aac_reaches_whep_viewer_as_opus(node: NodeProcess) -> None:
     finally:
         await viewer.close()
         assert await asyncio.to_thread(proc.wait, 20) == 0
+
+
+def test_recording_carries_the_input_audio(tmp_path: Path) -> None:
+    rec_dir = tmp_path / "rec"
+    node = start_node(
+        tmp_path,
+        env={
+            "EDGE_NODE_RECORD__ENABLED": "true",
+            "EDGE_NODE_RECORD__DIR": str(rec_dir),
+            "EDGE_NODE_RECORD__SEGMENT_S": "60",
+        },
+    )
+    try:
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=30",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "4",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "30",
+                "-c:a",
+                "aac",
+                "-f",
+                "flv",
+                f"{node.rtmp_url}/demo",
+            ],
+            check=True,
+            timeout=30,
+        )
+    finally:
+        node.stop()
+    with_audio = []
+    for f in sorted(rec_dir.glob("*.mkv")):
+        with av.open(str(f)) as c:
+            if c.streams.audio:
+                samples = sum(fr.samples for fr in c.decode(audio=0))
+                with_audio.append(samples)
+    # The file that began once audio was flowing has about the rest of the 4 s of it.
+    assert with_audio and max(with_audio) > 48000, with_audio

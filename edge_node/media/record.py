@@ -22,9 +22,9 @@ import av
 
 from edge_node.config import Config
 from edge_node.media import flv
-from edge_node.media.encode import TIME_BASE
 from edge_node.media.audio import RATE as AUDIO_RATE
 from edge_node.media.audio import TIME_BASE as AUDIO_TIME_BASE
+from edge_node.media.encode import TIME_BASE
 from edge_node.media.fanout import EncodedAudio, EncodedPacket, PacketHub
 from edge_node.metrics import Registry
 

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import av
-
 import numpy as np
 import pytest
 

@@ -71,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = config_mod.load(args.config, base=base)
             return _run(cfg, banner=True)
         cfg = config_mod.load(args.config)
+        if not cfg.ingest.stream_key and not cfg.ingest.rtsp_url:
+            raise ConfigError(
+                "ingest.stream_key",
+                "required by `run`: publishers must present a stream key "
+                "(or set ingest.rtsp_url to pull a camera)",
+            )
         return _run(cfg, banner=False)
     except ConfigError as exc:
         print(f"edge-node: {exc}", file=sys.stderr)

@@ -93,3 +93,11 @@ def test_module_prints_the_example_config() -> None:
         check=True,
     )
     assert result.stdout == config.example_toml()
+
+
+def test_run_refuses_to_start_without_a_stream_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "venue.toml"
+    cfg.write_text('[node]\nid = "venue-1"\n')
+    result = edge_node("run", "--config", str(cfg))
+    assert result.returncode == 2
+    assert "ingest.stream_key" in result.stderr

@@ -17,8 +17,10 @@ from typing import Any
 
 from edge_node.metrics import RateMeter, Registry
 
-# Keyframe requests closer together than this are merged into one (PLI storms).
-KEYFRAME_MIN_INTERVAL_S = 0.25
+# A keyframe request is merged into one still outstanding (no keyframe has gone out
+# since it was sent: PLI storms, viewers joining together), unless that one is older
+# than this, when it is taken as lost (e.g. the worker restarted) and sent again.
+KEYFRAME_RETRY_S = 1.0
 SUBSCRIBER_QUEUE = 60
 
 
@@ -74,7 +76,7 @@ class PacketHub:
         self._gen = 0
         self._offset = 0
         self._last_pts = -1
-        self._last_keyframe_request = -1e9
+        self._keyframe_pending_since: float | None = None
         self._last_stats: dict[str, Any] = {}
         self._fps_out = RateMeter()
         self._bits = RateMeter()
@@ -154,10 +156,12 @@ class PacketHub:
 
     def request_keyframe(self) -> None:
         now = self._clock()
-        if now - self._last_keyframe_request >= KEYFRAME_MIN_INTERVAL_S:
-            self._last_keyframe_request = now
-            self.c_keyframe_requests.inc()
-            self._request_keyframe_cb()
+        pending = self._keyframe_pending_since
+        if pending is not None and now - pending < KEYFRAME_RETRY_S:
+            return
+        self._keyframe_pending_since = now
+        self.c_keyframe_requests.inc()
+        self._request_keyframe_cb()
 
     def on_worker_message(self, msg: dict[str, Any], gen: int) -> None:
         kind = msg["t"]
@@ -190,6 +194,8 @@ class PacketHub:
         self._last_pts = pts
         data: bytes = msg["data"]
         packet = EncodedPacket(data, pts, bool(msg["key"]), float(msg["capture"]))
+        if packet.keyframe:
+            self._keyframe_pending_since = None
         self.last_packet_at = now
         self.h_queue.observe(msg["queue_s"])
         self.h_composite.observe(msg["composite_s"])

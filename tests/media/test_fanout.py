@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_node.media.fanout import (
-    KEYFRAME_MIN_INTERVAL_S,
+    KEYFRAME_RETRY_S,
     SUBSCRIBER_QUEUE,
     EncodedPacket,
     PacketHub,
@@ -145,39 +145,46 @@ async def test_packet_timings_are_recorded() -> None:
 # --- keyframe requests ---------------------------------------------------------------------
 
 
-async def test_keyframe_requests_are_rate_limited() -> None:
+async def test_keyframe_requests_merge_until_a_keyframe_goes_out() -> None:
     h = Harness()
     t0 = h.clock()
     h.hub.subscribe("a")
     assert h.keyframe_requests == [t0]
+    # A second viewer and a PLI while the first request is outstanding: merged.
     h.clock.set(t0 + 0.1)
     h.hub.subscribe("b")
     h.hub.request_keyframe()
     assert len(h.keyframe_requests) == 1
-    h.clock.set(t0 + KEYFRAME_MIN_INTERVAL_S - 0.001)
+    # The keyframe goes out; a viewer joining after it needs one of its own.
+    h.packet(0, key=True)
+    h.clock.set(t0 + 0.15)
+    h.hub.subscribe("c")
+    assert h.keyframe_requests == [t0, t0 + 0.15]
+    # An outstanding request older than KEYFRAME_RETRY_S is taken as lost: sent again.
+    h.clock.set(t0 + 0.15 + KEYFRAME_RETRY_S)
     h.hub.request_keyframe()
-    assert len(h.keyframe_requests) == 1
-    h.clock.set(t0 + KEYFRAME_MIN_INTERVAL_S)  # exact in binary: 100.25
-    h.hub.request_keyframe()
-    assert h.keyframe_requests == [t0, t0 + KEYFRAME_MIN_INTERVAL_S]
-    h.hub.request_keyframe()
-    assert len(h.keyframe_requests) == 2
-    assert h.hub.c_keyframe_requests.value() == 2
-    assert h.sample("edge_node_keyframe_requests_total") == 2
+    assert h.keyframe_requests == [t0, t0 + 0.15, t0 + 0.15 + KEYFRAME_RETRY_S]
+    assert h.hub.c_keyframe_requests.value() == 3
+    assert h.sample("edge_node_keyframe_requests_total") == 3
 
 
-@given(gaps=st.lists(st.floats(0.0, 1.0, allow_nan=False), max_size=40))
-async def test_keyframe_requests_never_closer_than_the_minimum(gaps: list[float]) -> None:
+@given(steps=st.lists(st.tuples(st.floats(0.0, 2.0, allow_nan=False), st.booleans()), max_size=40))
+async def test_keyframe_requests_follow_the_outstanding_model(
+    steps: list[tuple[float, bool]],
+) -> None:
     h = Harness()
-    for gap in gaps:
-        h.clock.advance(gap)
-        h.hub.request_keyframe()
-    # Model: a request goes through exactly when the last one that went through is
-    # at least the minimum interval old.
     expected: list[float] = []
-    for now in h.clock.times[1:]:
-        if not expected or now - expected[-1] >= KEYFRAME_MIN_INTERVAL_S:
+    pending: float | None = None
+    for gap, keyframe_out in steps:
+        h.clock.advance(gap)
+        if keyframe_out:
+            h.packet(0, key=True)
+            pending = None
+        h.hub.request_keyframe()
+        now = h.clock()
+        if pending is None or now - pending >= KEYFRAME_RETRY_S:
             expected.append(now)
+            pending = now
     assert h.keyframe_requests == expected
     assert h.hub.c_keyframe_requests.value() == len(expected)
 

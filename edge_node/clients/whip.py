@@ -11,7 +11,7 @@ import aiohttp
 import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import VideoStreamTrack
+from aiortc.mediastreams import MediaStreamTrack, VideoStreamTrack
 
 from edge_node import barcode
 
@@ -43,14 +43,45 @@ class CounterTrack(VideoStreamTrack):
         return frame
 
 
+class ToneTrack(MediaStreamTrack):
+    """A 440 Hz tone, 20 ms frames of 48 kHz stereo, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._samples = 0
+        self._t0: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        delay = self._t0 + self._samples / 48000 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = (np.arange(960) + self._samples) / 48000
+        tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(
+            np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo"
+        )
+        frame.sample_rate = 48000
+        frame.pts = self._samples
+        frame.time_base = Fraction(1, 48000)
+        self._samples += 960
+        return frame
+
+
 class WhipPublisher:
-    def __init__(self, base_url: str, stream_key: str, start: int = 50000) -> None:
+    def __init__(
+        self, base_url: str, stream_key: str, start: int = 50000, audio: bool = False
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.stream_key = stream_key
         self.pc = RTCPeerConnection()
         self.track = CounterTrack(start)
         self.location: str | None = None
         self.status: int | None = None
+        self.audio = ToneTrack() if audio else None
 
     async def connect(self) -> int:
         """Publish; returns the HTTP status (201 when live)."""
@@ -59,6 +90,8 @@ class WhipPublisher:
         transceiver.setCodecPreferences(
             [c for c in caps.codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
         )
+        if self.audio is not None:
+            self.pc.addTransceiver(self.audio, direction="sendonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         headers = {"Content-Type": "application/sdp"}
         if self.stream_key:

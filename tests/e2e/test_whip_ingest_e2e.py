@@ -94,3 +94,20 @@ async def test_whip_survives_a_worker_restart(node: NodeProcess) -> None:
     finally:
         await pub.close()
         await viewer.close()
+
+
+async def test_whip_opus_audio_reaches_the_viewer(node: NodeProcess) -> None:
+    import numpy as np
+
+    viewer = WhepViewer(node.url, audio=True)
+    await viewer.connect()
+    pub = WhipPublisher(node.url, "demo", START, audio=True)
+    try:
+        assert await pub.connect() == 201
+        await wait_for_counter(viewer, START, START + 9000, 15)
+        frames = [await viewer.audio_frame(timeout=10) for _ in range(50)]
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+        assert np.abs(pcm.astype(np.float64)).max() > 1000
+    finally:
+        await pub.close()
+        await viewer.close()

@@ -16,8 +16,10 @@ from aiohttp import web
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from edge_node import __version__
+from edge_node.backoff import Backoff
 from edge_node.config import Config
 from edge_node.media import rtmp
+from edge_node.media.egress_rtmp import RtmpPush
 from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_host_addresses
 from edge_node.media.fanout import PacketHub
 from edge_node.media.ingest import IngestArbiter
@@ -88,6 +90,14 @@ class Node:
                 on_end=self._rtmp_ended,
             )
         self.whip = WhipEndpoint(self.ingest, self.registry, self.supervisor.send)
+        self.push: RtmpPush | None = None
+        if cfg.push.url:
+            self.push = RtmpPush(
+                cfg.push.url,
+                self.hub,
+                self.registry,
+                Backoff(cfg.push.backoff_initial_s, cfg.push.backoff_max_s),
+            )
         self.recorder = Recorder(cfg, self.hub, self.registry) if cfg.record.enabled else None
         self.http_app = build_app(self.whep, self.whip, self.registry, self.health)
         self._runner: web.AppRunner | None = None
@@ -192,6 +202,7 @@ class Node:
                     "live_skipped_before_keyframe", 0
                 ),
             },
+            "push": self.push.status() if self.push else None,
             "record": self.recorder.status() if self.recorder else None,
         }
 
@@ -204,6 +215,8 @@ class Node:
             await self.rtmp.start()
         if self.recorder is not None:
             await self.recorder.start()
+        if self.push is not None:
+            await self.push.start()
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
@@ -219,6 +232,8 @@ class Node:
     async def stop(self) -> None:
         if self.rtmp is not None:
             await self.rtmp.stop()
+        if self.push is not None:
+            await self.push.stop()
         await self.whep.close_all()
         await self.whip.close_all()
         if self.recorder is not None:

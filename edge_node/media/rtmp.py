@@ -7,7 +7,8 @@ hardware encoders) use: the plain handshake, the chunk stream, the AMF0 commands
 ``FCUnpublish``, ``deleteStream``, and audio/video/metadata messages.
 
 Anything malformed raises ``ProtocolError`` naming the field (the peer's fault): the
-adapter closes that connection and the listener carries on.
+adapter closes that connection and the listener carries on. The chunk layer
+(``_Chunker``) is shared with the publishing client, ``rtmp_client.py``.
 """
 
 from __future__ import annotations

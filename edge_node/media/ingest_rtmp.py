@@ -121,6 +121,10 @@ class RtmpListener:
             outcome = "timeout"
         except (ConnectionError, OSError):
             outcome = "reset"
+        except asyncio.CancelledError:
+            # stop(): end quietly. Re-raising here makes Python 3.11's stream
+            # protocol log the cancellation as an error.
+            outcome = "shutdown"
         finally:
             was_publishing = conn.state is rtmp.State.PUBLISHING
             conn.connection_lost()

@@ -130,7 +130,8 @@ class Scene:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Scene:
-        return _build(cls, data)
+        scene: Scene = _build(cls, data)
+        return scene
 
 
 _NESTED: dict[tuple[type[Any], str], type[Any]] = {

@@ -4,20 +4,33 @@ stops them. Nothing else constructs stages or reaches for globals."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import random
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 from aiohttp import web
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from edge_node import __version__
 from edge_node.backoff import Backoff
 from edge_node.config import Config
+from edge_node.interaction.audience import AudienceModel
+from edge_node.interaction.auth import (
+    ROLES,
+    AuthError,
+    Claims,
+    anonymous_claims,
+    load_or_create_secret,
+    mint,
+    node_audiences,
+    secret_path,
+    verify,
+)
+from edge_node.interaction.engine import Engine
+from edge_node.interaction.messages import encode_reply, err
 from edge_node.media import rtmp
 from edge_node.media.egress_rtmp import RtmpPush
 from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_host_addresses
@@ -28,7 +41,11 @@ from edge_node.media.ingest_whip import WhipEndpoint, install_passthrough_decode
 from edge_node.media.record import Recorder
 from edge_node.media.supervisor import WorkerSupervisor
 from edge_node.metrics import Registry
+from edge_node.overlay.measure import TextMeasure
+from edge_node.overlay.text import find_font, log_missing_scripts
 from edge_node.server.http import build_app
+from edge_node.server.realtime import Client, Interactions
+from edge_node.server.ws import ws_handler
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +54,7 @@ STALE_VIDEO_S = 2.0
 
 
 class Node:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, audience: int = 0) -> None:
         self.cfg = cfg
         self.started_at = time.monotonic()
         self.registry = Registry()
@@ -50,10 +67,20 @@ class Node:
             request_keyframe=self.supervisor.request_keyframe,
             frame_duration_pts=90000 // cfg.video.fps,
         )
-        self.whep = WhepEndpoint(cfg, self.hub, self.registry, self._on_events_message)
-        self._c_events = self.registry.counter(
-            "edge_node_events_total", "Messages on the events data channel, by outcome."
+        self.whep = WhepEndpoint(cfg, self.hub, self.registry, self._on_events_channel)
+        # Interactions: the secret, the engine and its adapter.
+        data_dir = Path(cfg.node.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.secret = load_or_create_secret(
+            data_dir, path=secret_path(data_dir, cfg.auth.secret_file)
         )
+        self._audiences = node_audiences(cfg.auth.audience, cfg.node.id)
+        self._rng = random.Random()
+        self.font_path = find_font(cfg.overlay.font_path or None, config_key="overlay.font_path")
+        self.engine = Engine(cfg, TextMeasure(self.font_path))
+        self.interactions = Interactions(cfg, self.engine, self.registry, self.supervisor.set_scene)
+        self.audience = AudienceModel(audience, self._rng) if audience else None
+        self._audience_task: asyncio.Task[None] | None = None
         self._worker_stats: dict[str, Any] = {}
         self._c_publishers = self.registry.counter(
             "edge_node_ingest_publishers_total", "Publishers that went live, by protocol."
@@ -99,9 +126,17 @@ class Node:
                 Backoff(cfg.push.backoff_initial_s, cfg.push.backoff_max_s),
             )
         self.recorder = Recorder(cfg, self.hub, self.registry) if cfg.record.enabled else None
-        self.http_app = build_app(self.whep, self.whip, self.registry, self.health)
+        self.http_app = build_app(
+            self.whep,
+            self.whip,
+            self.registry,
+            self.health,
+            ws=ws_handler(cfg, self.interactions, self.authenticate),
+            authenticate=self.authenticate,
+        )
         self._runner: web.AppRunner | None = None
         self.http_port = cfg.http.port
+        self.missing_scripts: list[str] = []
 
     def _on_worker_message(self, msg: dict[str, Any], gen: int) -> None:
         if msg["t"] == "stats":
@@ -138,36 +173,39 @@ class Node:
         if msg is not None:
             self.supervisor.send(msg)
 
-    def _on_events_message(
-        self, session: WhepSession, channel: RTCDataChannel, message: str | bytes
-    ) -> None:
-        # The interaction engine takes these over (issue 5); until then every message
-        # gets an explicit answer instead of vanishing.
-        try:
-            msg = json.loads(message) if isinstance(message, str) else msgpack.unpackb(message)
-            event_id = msg.get("id") if isinstance(msg, dict) else None
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-            msg, event_id = None, None
-        if not isinstance(msg, dict):
-            reply = {
-                "t": "err",
-                "id": None,
-                "code": "bad_message",
-                "msg": "expected a JSON or msgpack map",
-            }
-            self._c_events.inc(outcome="bad_message")
-        else:
-            reply = {
-                "t": "err",
-                "id": event_id,
-                "code": "forbidden",
-                "msg": "this node does not accept interactions yet",
-            }
-            self._c_events.inc(outcome="forbidden")
-        if isinstance(message, str):
-            channel.send(json.dumps(reply))
-        else:
-            channel.send(msgpack.packb(reply))
+    def _on_events_channel(self, session: WhepSession, channel: RTCDataChannel) -> None:
+        """A viewer's `events` data channel: the same engine entry point as /ws."""
+        claims = session.claims
+        if claims is None:
+
+            def refuse(message: str | bytes) -> None:
+                binary = not isinstance(message, str)
+                reply = err(
+                    None,
+                    "unauthorized",
+                    "interactions need a token (POST /whep with Authorization)",
+                )
+                channel.send(encode_reply(reply, binary=binary))
+
+            channel.on("message", refuse)
+            return
+
+        def send(data: bytes | str) -> None:
+            if channel.readyState == "open":
+                channel.send(data)
+
+        client = Client(claims, send, "datachannel")
+        self.interactions.connect(client)
+        channel.on("message", lambda message: self.interactions.receive(client, message))
+        channel.on("close", lambda: self.interactions.disconnect(client))
+
+    def authenticate(self, token: str | None) -> Claims:
+        """Who a client is: its token's claims, or an anonymous viewer where allowed."""
+        if token is None:
+            if self.cfg.interaction.allow_anonymous:
+                return anonymous_claims(self._rng)
+            raise AuthError("malformed", "a token is required")
+        return verify(self.secret, token, time.time(), self._audiences)
 
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -190,6 +228,7 @@ class Node:
                 "encoders": self.hub.encoders,
             },
             "viewers": self.hub.subscribers,
+            "overlay": {"font": self.font_path, "missing_scripts": self.missing_scripts},
             "ingest": {
                 "live": self.ingest.live.proto if self.ingest.live else None,
                 "output": self._worker_stats.get("input", "fallback"),
@@ -208,6 +247,8 @@ class Node:
 
     async def start(self) -> None:
         Path(self.cfg.node.data_dir).mkdir(parents=True, exist_ok=True)
+        # The overlay font: an operator learns at start-up if Chinese (say) cannot show.
+        self.missing_scripts = log_missing_scripts(self.font_path)
         restrict_ice_host_addresses(self.cfg.webrtc.host_addresses)
         install_passthrough_decoders()
         await self.supervisor.start()
@@ -217,6 +258,8 @@ class Node:
             await self.recorder.start()
         if self.push is not None:
             await self.push.start()
+        if self.audience is not None:
+            self._audience_task = asyncio.create_task(self._run_audience(self.audience))
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
@@ -229,7 +272,18 @@ class Node:
             extra={"node": self.cfg.node.id, "http_port": self.http_port, "version": __version__},
         )
 
+    async def _run_audience(self, model: AudienceModel) -> None:
+        step = 0.1
+        while True:
+            await asyncio.sleep(step)
+            polls = [(p.poll, len(p.options)) for p in self.engine.polls.values() if not p.closed]
+            for claims, msg in model.events(time.monotonic(), step, polls):
+                self.interactions.submit(claims, msg)
+
     async def stop(self) -> None:
+        if self._audience_task is not None:
+            self._audience_task.cancel()
+        self.interactions.close()
         if self.rtmp is not None:
             await self.rtmp.stop()
         if self.push is not None:
@@ -244,8 +298,8 @@ class Node:
         log.info("edge-node stopped")
 
 
-async def serve(cfg: Config, banner: bool = False) -> None:
-    node = Node(cfg)
+async def serve(cfg: Config, banner: bool = False, audience: int = 0) -> None:
+    node = Node(cfg, audience=audience)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -253,11 +307,20 @@ async def serve(cfg: Config, banner: bool = False) -> None:
     await node.start()
     if banner:
         host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host
+        base = f"http://{host}:{node.http_port}"
+        now = int(time.time())
+        tokens = "".join(
+            f"  token {role:9} {mint(node.secret, f'demo-{role}', role, 86400, now, aud)}\n"
+            for role, aud in [(r, cfg.auth.audience) for r in ROLES]
+        )
         print(
             f"edge-node {__version__} demo running\n"
-            f"  viewer (WHEP):  http://{host}:{node.http_port}/\n"
-            f"  metrics:        http://{host}:{node.http_port}/metrics\n"
-            f"  health:         http://{host}:{node.http_port}/healthz\n"
+            f"  viewer (WHEP):   {base}/\n"
+            f"  interactions:    ws://{host}:{node.http_port}/ws?token=...\n"
+            f"  RTMP publish:    rtmp://{host}:{node.rtmp.port if node.rtmp else '-'}/"
+            f"{cfg.ingest.rtmp_app}/{cfg.ingest.stream_key}\n"
+            f"  metrics, health: {base}/metrics  {base}/healthz\n"
+            f"{tokens}"
             "Ctrl-C stops it.",
             flush=True,
         )

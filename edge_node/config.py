@@ -52,7 +52,7 @@ class NodeConfig:
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     host: str = _key("0.0.0.0", "Address the HTTP server (pages, WHIP, WHEP, WS, metrics) binds.")
-    port: int = _key(8080, "HTTP port.", min=1, max=65535)
+    port: int = _key(8080, "HTTP port (0 = any free port, printed at start).", min=0, max=65535)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +163,87 @@ class RecordConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OverlayConfig:
+    font_path: str = _key(
+        "",
+        "Font for overlay text; empty = the first CJK font found on the system "
+        "(WenQuanYi Micro Hei, Noto Sans CJK, ...). A warning names any script it cannot draw.",
+    )
+    font_size_px: int = _key(32, "Danmaku text height in pixels.", min=8, max=200)
+    lanes: int = _key(10, "Danmaku lanes.", min=1, max=50)
+    lane_area: float = _key(
+        0.66, "Share of the picture height, from the top, the lanes use.", min=0.1, max=1.0
+    )
+    speed_px_s: float = _key(
+        160.0, "Danmaku base speed in pixels per second.", min=10.0, max=2000.0
+    )
+    max_on_screen: int = _key(
+        60, "Most danmaku on screen at once; more wait for a lane.", min=1, max=1000
+    )
+    opacity: float = _key(1.0, "Overlay opacity.", min=0.0, max=1.0)
+    safe_margin_px: int = _key(16, "Margin kept free at the picture's edges.", min=0, max=400)
+    text_color: str = _key("#FFFFFFFF", "Danmaku text colour, #RRGGBB or #RRGGBBAA.")
+    outline_color: str = _key("#000000C8", "Text outline colour, #RRGGBB or #RRGGBBAA.")
+    highlight_color: str = _key("#FFD640FF", "Colour of gift senders' comments and alerts.")
+    sprite_cache_mb: int = _key(64, "Memory for cached text sprites, in MiB.", min=1, max=4096)
+
+
+@dataclass(frozen=True, slots=True)
 class BenchConfig:
     probe: bool = _key(False, "Draw probe events as a barcode strip (latency benchmarks).")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    secret_file: str = _key(
+        "",
+        "File holding the HMAC secret that signs access tokens; empty = "
+        "<node.data_dir>/node.secret, created (mode 0600) on first start.",
+    )
+    token_ttl_s: int = _key(
+        86400, "Lifetime of tokens `edge-node token` mints, in seconds.", min=60, max=31536000
+    )
+    audience: str = _key(
+        "edge-node",
+        'Token audience: tokens for "<audience>" or "<audience>:<node.id>" are accepted.',
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionConfig:
+    allow_anonymous: bool = _key(
+        False, "Let clients without a token chat as anonymous viewers (the demo does)."
+    )
+    allowed_origins: list[str] = _key(
+        [],
+        "Origins (scheme://host[:port]) allowed to open the WebSocket; empty = any.",
+    )
+    max_message_bytes: int = _key(
+        65536, "Largest interaction message, checked before decoding.", min=256, max=1048576
+    )
+    comment_rate_per_s: float = _key(
+        1.0, "Comments per second per user (token bucket rate).", min=0.01, max=10000.0
+    )
+    comment_burst: int = _key(3, "Comments a user may send at once.", min=1, max=100000)
+    like_rate_per_s: float = _key(10.0, "Like messages per second per user.", min=0.01, max=10000.0)
+    like_burst: int = _key(20, "Like messages a user may send at once.", min=1, max=100000)
+    vote_rate_per_s: float = _key(
+        2.0, "Votes and lottery entries per second per user.", min=0.01, max=10000.0
+    )
+    vote_burst: int = _key(4, "Votes a user may send at once.", min=1, max=100000)
+    ip_rate_per_s: float = _key(
+        50.0, "Messages per second per client address, all types.", min=0.01, max=100000.0
+    )
+    ip_burst: int = _key(100, "Messages one address may send at once.", min=1, max=1000000)
+    max_connections_per_ip: int = _key(
+        20, "Open WebSocket/data-channel connections per address.", min=1, max=100000
+    )
+    max_connections: int = _key(
+        5000, "Open interaction connections in all; more are refused.", min=1, max=1000000
+    )
+    idle_timeout_s: float = _key(
+        120.0, "Close a connection that sends nothing for this long.", min=5.0, max=86400.0
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +257,10 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     push: PushConfig = field(default_factory=PushConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    interaction: InteractionConfig = field(default_factory=InteractionConfig)
 
 
 def _section_types() -> dict[str, type[Any]]:
@@ -288,6 +370,11 @@ def _validate_whole(cfg: Config) -> None:
         raise ConfigError(
             "ingest.rtsp_url", f"expected an rtsp:// URL, got {cfg.ingest.rtsp_url!r}"
         )
+    for key in ("text_color", "outline_color", "highlight_color"):
+        try:
+            parse_color(getattr(cfg.overlay, key))
+        except ValueError as exc:
+            raise ConfigError(f"overlay.{key}", str(exc)) from None
     if cfg.push.url and not cfg.push.url.startswith(("rtmp://", "rtmps://")):
         raise ConfigError("push.url", f"expected an rtmp:// URL, got {cfg.push.url!r}")
     if cfg.push.backoff_initial_s > cfg.push.backoff_max_s:
@@ -297,6 +384,24 @@ def _validate_whole(cfg: Config) -> None:
             raise ConfigError("source.path", 'required when source.kind = "file"')
         if not Path(cfg.source.path).is_file():
             raise ConfigError("source.path", f"no such file: {cfg.source.path}")
+    if not cfg.auth.audience:
+        raise ConfigError("auth.audience", "must not be empty")
+    for i, origin in enumerate(cfg.interaction.allowed_origins):
+        if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
+            raise ConfigError(
+                f"interaction.allowed_origins[{i}]",
+                f"expected an origin like https://example.com[:port], got {origin!r}",
+            )
+
+
+def parse_color(text: str) -> tuple[int, int, int, int]:
+    """'#RRGGBB' or '#RRGGBBAA' -> (r, g, b, a)."""
+    raw = text.removeprefix("#")
+    if len(raw) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in raw):
+        raise ValueError(f"{text!r} is not a colour like #RRGGBB or #RRGGBBAA")
+    r, g, b = (int(raw[i : i + 2], 16) for i in (0, 2, 4))
+    a = int(raw[6:8], 16) if len(raw) == 8 else 255
+    return r, g, b, a
 
 
 def merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -368,6 +473,7 @@ def demo_config() -> Config:
         ingest=IngestConfig(stream_key="demo"),
         source=SourceConfig(kind="test_pattern"),
         bench=BenchConfig(probe=True),
+        interaction=InteractionConfig(allow_anonymous=True),
     )
 
 

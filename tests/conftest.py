@@ -78,7 +78,17 @@ def start_node(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Node
     }
     log = open(tmp / "node.log", "wb")  # noqa: SIM115 - kept open for the process's life
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_node", "demo", "--data-dir", str(tmp / "data"), *args],
+        # No simulated audience unless a test asks: its danmaku would cross the lanes
+        # the tests look at.
+        [
+            sys.executable,
+            "-m",
+            "edge_node",
+            "demo",
+            "--data-dir",
+            str(tmp / "data"),
+            *(args or ("--audience", "0")),
+        ],
         env=full_env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -155,7 +155,7 @@ def test_unrelated_env_vars_are_ignored() -> None:
         ("[webrtc]\nhost_addresses = [1]\n", "webrtc.host_addresses[0]"),
         ("http = 5\n", "http"),
         ("[http]\nport = 70000\n", "http.port"),
-        ("[http]\nport = 0\n", "http.port"),
+        ("[http]\nport = -1\n", "http.port"),
         ("[video]\nfps = 0\n", "video.fps"),
         ("[video]\nwidth = 641\n", "video.width"),
         ("[video]\nheight = 361\n", "video.height"),
@@ -231,7 +231,7 @@ def test_integer_in_toml_for_a_float_key_becomes_a_float(tmp_path: Path) -> None
 
 @given(port=st.integers(min_value=-(2**40), max_value=2**40))
 def test_any_port_in_range_accepted_else_rejected(port: int) -> None:
-    if 1 <= port <= 65535:
+    if 0 <= port <= 65535:  # 0: any free port
         assert config.from_mapping({"http": {"port": port}}).http.port == port
     else:
         with pytest.raises(ConfigError) as exc:
@@ -297,7 +297,7 @@ def test_wire_round_trip_non_defaults() -> None:
 
 def test_from_wire_validates() -> None:
     wire = config.to_wire(Config())
-    wire["http"]["port"] = 0
+    wire["http"]["port"] = -1
     with pytest.raises(ConfigError) as exc:
         config.from_wire(wire)
     assert_config_error(exc, "http.port")

@@ -24,6 +24,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from edge_node.config import Config
 from edge_node.errors import ProtocolError
+from edge_node.interaction.auth import Claims
 from edge_node.media.audio import TIME_BASE as AUDIO_TIME_BASE
 from edge_node.media.encode import TIME_BASE
 from edge_node.media.fanout import AudioSubscription, PacketHub, Subscription
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "events"
 
-# Called with (session, channel, message) for each message on the `events` channel.
-EventsHandler = Callable[["WhepSession", RTCDataChannel, "str | bytes"], None]
+# Called once per `events` data channel a viewer opens; it wires the channel's messages.
+EventsChannelHandler = Callable[["WhepSession", RTCDataChannel], None]
 
 
 def restrict_ice_host_addresses(addresses: list[str]) -> None:
@@ -107,6 +108,7 @@ class WhepSession:
     pc: RTCPeerConnection
     track: WhepTrack
     audio: WhepAudioTrack | None = None
+    claims: Claims | None = None  # who the viewer is, for the events channel
     channels: list[RTCDataChannel] = field(default_factory=list)
 
     def send_event(self, message: dict[str, Any]) -> None:
@@ -138,11 +140,11 @@ class WhepEndpoint:
     """Creates and ends WHEP sessions; the HTTP layer only moves SDP and status codes."""
 
     def __init__(
-        self, cfg: Config, hub: PacketHub, registry: Registry, on_event: EventsHandler
+        self, cfg: Config, hub: PacketHub, registry: Registry, on_channel: EventsChannelHandler
     ) -> None:
         self.cfg = cfg
         self.hub = hub
-        self._on_event = on_event
+        self._on_channel = on_channel
         self.sessions: dict[str, WhepSession] = {}
         self._c_sessions = registry.counter(
             "edge_node_whep_sessions_total", "WHEP sessions, by outcome."
@@ -157,7 +159,7 @@ class WhepEndpoint:
     def full(self) -> bool:
         return len(self.sessions) >= self.cfg.webrtc.max_viewers
 
-    async def create(self, offer_sdp: str) -> tuple[str, str]:
+    async def create(self, offer_sdp: str, claims: Claims | None = None) -> tuple[str, str]:
         """Answer a viewer's offer; returns (session id, answer SDP)."""
         if "m=video" not in offer_sdp:
             self._c_sessions.inc(outcome="bad_offer")
@@ -183,7 +185,7 @@ class WhepEndpoint:
         track = WhepTrack(self.hub, sub)
         sender = pc.addTrack(track)
         self._forward_pli(sender)
-        session = WhepSession(sid, pc, track)
+        session = WhepSession(sid, pc, track, claims=claims)
         for t in pc.getTransceivers():
             if t.kind == "audio" and keep_only_codec(t, "audio/opus"):
                 # Audio flows when the live input has some; until then the track is quiet.
@@ -225,10 +227,7 @@ class WhepEndpoint:
                 log.info("ignoring data channel", extra={"label": channel.label})
                 return
             session.channels.append(channel)
-
-            @channel.on("message")
-            def on_message(message: str | bytes) -> None:
-                self._on_event(session, channel, message)
+            self._on_channel(session, channel)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:

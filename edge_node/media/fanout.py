@@ -10,6 +10,8 @@ counted. Runs on the control loop; never blocks.
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,11 +19,15 @@ from typing import Any
 
 from edge_node.metrics import RateMeter, Registry
 
+log = logging.getLogger(__name__)
+
 # A keyframe request is merged into one still outstanding (no keyframe has gone out
 # since it was sent: PLI storms, viewers joining together), unless that one is older
 # than this, when it is taken as lost (e.g. the worker restarted) and sent again.
 KEYFRAME_RETRY_S = 1.0
 SUBSCRIBER_QUEUE = 60
+EVENT_LATENCY_WARN_S = 0.2  # the product's promise: on screen in under 200 ms
+LATENCY_CHECK_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,12 @@ class PacketHub:
             "edge_node_composite_seconds", "Time to composite the overlays onto a frame."
         )
         self.h_encode = r.histogram("edge_node_encode_seconds", "Time to encode a frame.")
+        self.h_event = r.histogram(
+            "edge_node_event_to_frame_seconds",
+            "From an interaction event's arrival to the first encoded frame showing it.",
+        )
+        self._recent_event_s: collections.deque[float] = collections.deque(maxlen=1000)
+        self._last_latency_check = 0.0
         self.h_fanout = r.histogram(
             "edge_node_capture_to_fanout_seconds",
             "From frame capture in the worker to its packet reaching the fan-out.",
@@ -201,6 +213,8 @@ class PacketHub:
         self.h_composite.observe(msg["composite_s"])
         self.h_encode.observe(msg["encode_s"])
         self.h_fanout.observe(max(0.0, now - packet.capture))
+        if "event_s" in msg:
+            self._observe_event_latency(float(msg["event_s"]), now)
         self.c_packets.inc()
         self._fps_out.add(now)
         self._bits.add(now, len(data) * 8)
@@ -224,6 +238,21 @@ class PacketHub:
                 sub.queue.put_nowait(packet)
             except asyncio.QueueFull:
                 self.c_dropped.inc(stage="audio_subscriber")
+
+    def _observe_event_latency(self, seconds: float, now: float) -> None:
+        self.h_event.observe(seconds)
+        self._recent_event_s.append(seconds)
+        if now - self._last_latency_check >= LATENCY_CHECK_S and len(self._recent_event_s) >= 20:
+            self._last_latency_check = now
+            recent = sorted(self._recent_event_s)
+            p99 = recent[min(len(recent) - 1, int(0.99 * len(recent)))]
+            if p99 > EVENT_LATENCY_WARN_S:
+                log.warning(
+                    "event-to-frame p99 %.0f ms is over %.0f ms (last %d events)",
+                    p99 * 1000,
+                    EVENT_LATENCY_WARN_S * 1000,
+                    len(recent),
+                )
 
     def _deliver(self, sub: Subscription, packet: EncodedPacket) -> None:
         if sub.waiting_keyframe:

@@ -47,13 +47,32 @@ class PassthroughDecoder:
         return [AccessUnit(encoded_frame.data, encoded_frame.timestamp)]
 
 
+_PASSTHROUGH = "_edge_node_passthrough"
+
+
 def install_passthrough_decoders() -> None:
-    """Stop aiortc from decoding received media in this process (see module doc)."""
+    """Let WHIP sessions receive media undecoded (see module doc).
 
-    def passthrough(codec: Any) -> Any:
-        return PassthroughDecoder()
+    aiortc picks a decoder by codec alone; codecs negotiated by a WHIP session are
+    marked, and only those get the pass-through, so any other peer connection in the
+    process (a test's viewer, say) still decodes.
+    """
+    original = aiortc.rtcrtpreceiver.get_decoder  # type: ignore[attr-defined]
+    if getattr(original, _PASSTHROUGH, False):
+        return
 
-    aiortc.rtcrtpreceiver.get_decoder = passthrough  # type: ignore[attr-defined]
+    def get_decoder(codec: Any) -> Any:
+        if getattr(codec, _PASSTHROUGH, False):
+            return PassthroughDecoder()
+        return original(codec)
+
+    setattr(get_decoder, _PASSTHROUGH, True)
+    aiortc.rtcrtpreceiver.get_decoder = get_decoder  # type: ignore[attr-defined]
+
+
+def _mark_passthrough(transceiver: Any) -> None:
+    for codec in transceiver._codecs:
+        object.__setattr__(codec, _PASSTHROUGH, True)
 
 
 class WhipRefused(Exception):
@@ -130,6 +149,8 @@ class WhipEndpoint:
             await pc.close()
             self.c_sessions.inc(outcome="no_h264")
             raise ProtocolError("sdp", "the offer does not send H.264 video")
+        for t in pc.getTransceivers():
+            _mark_passthrough(t)
         # Another publisher may have gone live while we awaited; check again.
         refusal = self._arbiter.check(bearer)
         if refusal is not None:

@@ -102,6 +102,7 @@ class Pipeline:
         self.last_live_at = -1e9
         self.input = "fallback"
         self.input_switches = 0
+        self._reported_version = 0
         self.stop_event = threading.Event()
         self._keyframe = threading.Event()
         self.frames_in = 0
@@ -233,7 +234,7 @@ class Pipeline:
             t_start = time.monotonic()
             pts = clock.pts(t_capture)
             frame.pts = pts
-            frame = self.compositor.composite(frame, pts / 90000)
+            frame = self.compositor.composite(frame, t_capture)
             t_composited = time.monotonic()
             force = self._keyframe.is_set()
             if force:
@@ -241,21 +242,37 @@ class Pipeline:
             packets = self.encoder.encode(frame, force_keyframe=force)
             t_encoded = time.monotonic()
             self.frames_out += 1
+            # Latency accounting: the first frame showing a new scene reports how long
+            # ago the event behind it arrived in the control process.
+            drawn = self.compositor.last_drawn
+            event_s = None
+            if drawn.version != self._reported_version:
+                self._reported_version = drawn.version
+                if drawn.changed_at is not None:
+                    event_s = t_encoded - drawn.changed_at
             for packet in packets:
-                self._emit_packet(packet, t_capture, t_start, t_composited, t_encoded)
+                self._emit_packet(packet, t_capture, t_start, t_composited, t_encoded, event_s)
+                event_s = None
 
     def _emit_packet(
-        self, packet: av.Packet[Any], t_capture: float, t_start: float, t_comp: float, t_enc: float
+        self,
+        packet: av.Packet[Any],
+        t_capture: float,
+        t_start: float,
+        t_comp: float,
+        t_enc: float,
+        event_s: float | None = None,
     ) -> None:
-        self._emit(
-            {
-                "t": "pkt",
-                "data": bytes(packet),
-                "pts": int(packet.pts or 0),
-                "key": bool(packet.is_keyframe),
-                "capture": t_capture,
-                "queue_s": t_start - t_capture,
-                "composite_s": t_comp - t_start,
-                "encode_s": t_enc - t_comp,
-            }
-        )
+        msg: dict[str, Any] = {
+            "t": "pkt",
+            "data": bytes(packet),
+            "pts": int(packet.pts or 0),
+            "key": bool(packet.is_keyframe),
+            "capture": t_capture,
+            "queue_s": t_start - t_capture,
+            "composite_s": t_comp - t_start,
+            "encode_s": t_enc - t_comp,
+        }
+        if event_s is not None:
+            msg["event_s"] = event_s
+        self._emit(msg)

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 from edge_node import config as config_mod
@@ -21,7 +22,10 @@ from edge_node.errors import EdgeNodeError
 from edge_node.media.channel import MessageReader, encode_message
 from edge_node.media.pipeline import Pipeline
 from edge_node.media.sources import open_source
+from edge_node.overlay.compositor import Compositor
 from edge_node.overlay.scene import Scene
+from edge_node.overlay.text import TextRenderer, find_font
+from edge_node.overlay.widgets import Painter
 
 log = logging.getLogger("edge_node.worker")
 
@@ -75,7 +79,12 @@ def main() -> int:
     stop = threading.Event()
     writer = ChannelWriter(up_fd, stop)
     try:
-        pipeline = Pipeline(cfg, lambda ev: open_source(cfg, ev), writer.send)
+        font = find_font(cfg.overlay.font_path or None, config_key="overlay.font_path")
+        text = TextRenderer(font, cache_bytes=cfg.overlay.sprite_cache_mb * 1024 * 1024)
+        painter = Painter(cfg.video.width, cfg.video.height, text, cfg.bench.probe)
+        pipeline = Pipeline(
+            cfg, lambda ev: open_source(cfg, ev), writer.send, compositor=Compositor(painter)
+        )
     except EdgeNodeError as exc:
         log.error("media worker cannot start: %s", exc)
         return 2
@@ -97,7 +106,9 @@ def main() -> int:
                     if kind == "keyframe":
                         pipeline.request_keyframe()
                     elif kind == "scene":
-                        pipeline.compositor.set_scene(Scene.from_wire(msg["scene"]))
+                        scene = Scene.from_wire(msg["scene"])
+                        painter.prewarm(scene, time.monotonic())
+                        pipeline.compositor.set_scene(scene)
                     elif kind == "in_video":
                         pipeline.live.flv_video(int(msg["ts"]), msg["data"])
                     elif kind == "in_h264":

@@ -1,25 +1,34 @@
-"""The compositor hook of the frame pipeline.
+"""The compositor stage of the frame pipeline.
 
-It holds the latest scene snapshot and is called once per frame in the worker's
-encode thread. With no widgets in the scene a frame passes through untouched (no
-copy, no conversion); widget drawing arrives with the overlay work (issue 4).
+It holds the latest scene snapshot (replaced by reference: the encode thread sees the
+old or the new one, never a mix) and draws it onto each frame in place, in YUV420,
+touching only the widgets' rectangles. An empty scene costs nothing: the frame
+passes through untouched.
 """
 
 from __future__ import annotations
 
 import av
 
+from edge_node.overlay.blend import frame_planes
 from edge_node.overlay.scene import EMPTY_SCENE, Scene
+from edge_node.overlay.widgets import Painter
 
 
 class Compositor:
-    def __init__(self) -> None:
+    def __init__(self, painter: Painter | None = None) -> None:
         self.scene: Scene = EMPTY_SCENE
+        self.last_drawn: Scene = EMPTY_SCENE  # the snapshot the latest frame used
+        self.painter = painter
 
     def set_scene(self, scene: Scene) -> None:
-        # One reference assignment: the encode thread sees the old or the new snapshot.
         self.scene = scene
 
     def composite(self, frame: av.VideoFrame, t: float) -> av.VideoFrame:
-        """Draw the scene as of presentation time ``t`` (seconds) onto ``frame``."""
+        """Draw the scene as of ``t`` (the frame's capture time, monotonic seconds)."""
+        scene = self.scene  # one read: the whole frame uses one snapshot
+        self.last_drawn = scene
+        if self.painter is None or scene.is_empty:
+            return frame
+        self.painter.paint(frame_planes(frame), scene, t)
         return frame

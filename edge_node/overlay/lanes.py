@@ -28,6 +28,13 @@ QUEUE_LIMIT = 200
 MAX_WAIT_S = 2.0
 
 
+def lane_y(style: Style, frame_height: int, lane: int) -> int:
+    """Top of ``lane``: the lanes share the top ``lane_area`` of the picture."""
+    usable = int(frame_height * style.lane_area) - style.safe_margin_px
+    pitch = max(1, usable // max(1, style.lanes))
+    return style.safe_margin_px + lane * pitch
+
+
 @dataclass(slots=True)
 class _OnScreen:
     item: Danmaku
@@ -52,7 +59,11 @@ class BoardCounters:
 
 class DanmakuBoard:
     def __init__(
-        self, style: Style, frame_width: int, frame_height: int, measure: Callable[[str], int]
+        self,
+        style: Style,
+        frame_width: int,
+        frame_height: int,
+        measure: Callable[[str, int], int],
     ) -> None:
         self.style = style
         self.width = frame_width
@@ -130,12 +141,6 @@ class DanmakuBoard:
     def speed(self, width: int) -> float:
         return self.style.speed_px_s + self.style.speed_per_px * width
 
-    def lane_y(self, lane: int) -> int:
-        s = self.style
-        usable = int(self.height * s.lane_area) - s.safe_margin_px
-        pitch = max(1, usable // max(1, s.lanes))
-        return s.safe_margin_px + lane * pitch
-
     def x_at(self, item: Danmaku, t: float) -> float:
         return self.width - item.speed_px_s * (t - item.start)
 
@@ -161,7 +166,7 @@ class DanmakuBoard:
         s = self.style
         if len(self._on_screen) >= s.max_on_screen:
             return False
-        width = self._measure(q.text + MERGE_SUFFIX)
+        width = self._measure(q.text + MERGE_SUFFIX, s.font_size_px)
         speed = self.speed(width)
         for lane in range(s.lanes):
             if self._lane_free(lane, width, speed, now):

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_node.config import OverlayConfig, parse_color
+
 
 @dataclass(frozen=True, slots=True)
 class Style:
@@ -40,6 +42,21 @@ class Style:
         (255, 200, 64, 220),
     )
     panel_rgba: tuple[int, int, int, int] = (0, 0, 0, 140)
+
+    @classmethod
+    def from_config(cls, overlay: OverlayConfig) -> Style:
+        return cls(
+            font_size_px=overlay.font_size_px,
+            lanes=overlay.lanes,
+            lane_area=overlay.lane_area,
+            speed_px_s=overlay.speed_px_s,
+            max_on_screen=overlay.max_on_screen,
+            opacity=overlay.opacity,
+            safe_margin_px=overlay.safe_margin_px,
+            text_rgba=parse_color(overlay.text_color),
+            outline_rgba=parse_color(overlay.outline_color),
+            highlight_rgba=parse_color(overlay.highlight_color),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +129,12 @@ class Logo:
 
 
 @dataclass(frozen=True, slots=True)
+class LikeCounter:
+    total: int
+    burst_until: float = 0.0  # glows until then (a burst of likes)
+
+
+@dataclass(frozen=True, slots=True)
 class Scene:
     version: int = 0
     style: Style = field(default_factory=Style)
@@ -124,6 +147,26 @@ class Scene:
     ticker: Ticker | None = None
     logo: Logo | None = None
     probe: int | None = None  # the latency probe's seq, drawn only when bench.probe is on
+    likes: LikeCounter | None = None
+    # Arrival time of the oldest event this snapshot is the first to show (monotonic):
+    # the worker reports it with the first frame that carries it (latency accounting).
+    changed_at: float | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing to draw: the compositor passes the frame through untouched."""
+        return not (
+            self.danmaku
+            or self.pinned
+            or self.vote
+            or self.pk
+            or self.lottery
+            or self.gifts
+            or self.ticker
+            or self.logo
+            or self.probe is not None
+            or self.likes
+        )
 
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,6 +187,7 @@ _NESTED: dict[tuple[type[Any], str], type[Any]] = {
     (Scene, "gifts"): GiftAlert,
     (Scene, "ticker"): Ticker,
     (Scene, "logo"): Logo,
+    (Scene, "likes"): LikeCounter,
 }
 
 

@@ -4,16 +4,18 @@ codes; sessions, metrics and health come from the objects handed to it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 from edge_node.errors import ProtocolError
+from edge_node.interaction.auth import AuthError, Claims
 from edge_node.media.egress_whep import WhepEndpoint
 from edge_node.media.ingest_whip import WhipEndpoint, WhipRefused
 from edge_node.metrics import Registry
+from edge_node.server.ws import token_of
 
 SDP = "application/sdp"
 
@@ -23,6 +25,8 @@ def build_app(
     whip: WhipEndpoint,
     registry: Registry,
     health: Callable[[], dict[str, Any]],
+    ws: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    authenticate: Callable[[str | None], Claims],
 ) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     web_dir = resources.files("edge_node") / "web"
@@ -43,8 +47,17 @@ def build_app(
             return _error(400, "body", "empty SDP offer")
         if whep.full:
             return _error(503, "viewers", f"at the limit of {whep.cfg.webrtc.max_viewers}")
+        # Watching needs no token; the events channel acts as the token's user (or an
+        # anonymous viewer where allowed, or refuses interactions).
+        token = token_of(request)
         try:
-            sid, answer = await whep.create(offer)
+            claims: Claims | None = authenticate(token)
+        except AuthError as exc:
+            if token is not None:
+                return _error(401, "token", exc.msg)
+            claims = None
+        try:
+            sid, answer = await whep.create(offer, claims)
         except ProtocolError as exc:
             return _error(400, exc.field, exc.reason)
         location = f"/whep/{sid}"
@@ -110,6 +123,7 @@ def build_app(
     app.router.add_post("/whep", whep_post)
     app.router.add_delete("/whep/{sid}", whep_delete)
     app.router.add_patch("/whep/{sid}", whep_patch)
+    app.router.add_get("/ws", ws)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app

@@ -52,7 +52,7 @@ async def test_rtsp_camera_drops_and_comes_back(tmp_path: Path) -> None:
     node = start_node(
         tmp_path,
         env={
-            "EDGE_NODE_INGEST__RTSP_URL": f"rtsp://user:secret@127.0.0.1:{port}/cam",
+            "EDGE_NODE_INGEST__RTSP_URL": f"rtsp://user:cam-pw-7f3a@127.0.0.1:{port}/cam",
         },
     )
     viewer = WhepViewer(node.url)
@@ -68,8 +68,8 @@ async def test_rtsp_camera_drops_and_comes_back(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, rtsp
             time.sleep(0.2)
         assert rtsp["failures"] >= 1
-        assert "secret" not in rtsp["url"]
-        assert "secret" not in (tmp_path / "node.log").read_text()
+        assert "cam-pw-7f3a" not in rtsp["url"]
+        assert "cam-pw-7f3a" not in (tmp_path / "node.log").read_text()
         # While the node pulls a camera, publishers are refused.
         pub = subprocess.run(
             [

@@ -78,15 +78,10 @@ async def test_events_channel_answers_every_message(node: NodeProcess) -> None:
             await asyncio.sleep(0.05)
         viewer.events.send(json.dumps({"t": "comment", "id": "c1", "text": "hi"}))
         reply = await asyncio.wait_for(viewer.event_messages.get(), 5)
-        assert reply["t"] == "err" and reply["id"] == "c1"
+        assert reply == {"t": "ack", "id": "c1"}  # the demo takes anonymous comments
         viewer.events.send("not json")
         reply = await asyncio.wait_for(viewer.event_messages.get(), 5)
-        assert reply == {
-            "t": "err",
-            "id": None,
-            "code": "bad_message",
-            "msg": "expected a JSON or msgpack map",
-        }
+        assert reply["t"] == "err" and reply["id"] is None and reply["code"] == "bad_message"
     finally:
         await viewer.close()
 

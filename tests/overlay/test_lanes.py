@@ -13,8 +13,8 @@ from edge_node.overlay.scene import Style
 W, H = 1280, 720
 
 
-def measure(text: str) -> int:
-    return 16 * len(text)  # a monospace stand-in: the board only needs widths
+def measure(text: str, size_px: int = 32) -> int:
+    return size_px // 2 * len(text)  # a monospace stand-in: the board only needs widths
 
 
 def board(**style: object) -> DanmakuBoard:

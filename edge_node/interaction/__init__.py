@@ -1,0 +1,1 @@
+"""Interaction: viewers' and operators' events in, authenticated, limited, applied."""

@@ -1,0 +1,432 @@
+"""The interaction engine: every viewer, operator and cloud event goes through here.
+
+Sans-I/O: ``handle`` takes a decoded message, who sent it and ``now`` (monotonic
+seconds); it returns the effects (the reply to the sender, state pushed to clients)
+and updates the state the scene is built from. No sockets, no clocks, no asyncio:
+the WebSocket, the WHEP data channel, the operator console and the cloud link are
+thin adapters that all call ``handle`` (or ``command``), then ``tick`` when
+``next_timer`` says so.
+
+Order of checks for a message: role allowed -> dedup (user, id) -> rate limit ->
+feature. Every message with an id gets exactly one ``ack`` or ``err``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_node.config import Config
+from edge_node.interaction import auth
+from edge_node.interaction.messages import (
+    Command,
+    Comment,
+    Gift,
+    Join,
+    Like,
+    Message,
+    Probe,
+    Vote,
+    WireError,
+    ack,
+    err,
+)
+from edge_node.interaction.ratelimit import Dedup, KeyedLimiter
+from edge_node.overlay.lanes import DanmakuBoard
+from edge_node.overlay.scene import (
+    GiftAlert,
+    LikeCounter,
+    Scene,
+    Style,
+    Ticker,
+    VoteBar,
+)
+
+# Likes within this window that count as a burst (the counter glows).
+LIKE_BURST_WINDOW_S = 1.0
+LIKE_BURST_LIKES = 50
+LIKE_BURST_SHOW_S = 1.5
+GIFT_ALERTS_KEPT = 8
+GIFT_PRIORITY_S = 300.0  # a gift sender's comments are highlighted this long
+STATE_PUSH_INTERVAL_S = 0.2  # pushed vote tallies, at most this often
+DEDUP_WINDOW = 100_000
+MAX_LIMITER_KEYS = 100_000
+ANNOUNCE_DEFAULT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """To the sender of the message being handled."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """State for clients: ``user`` None means everyone connected."""
+
+    payload: dict[str, Any]
+    user: str | None = None
+
+
+Effect = Reply | Push
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, msg: str) -> None:
+        super().__init__(msg)
+        self.code, self.msg = code, msg
+
+
+@dataclass
+class Poll:
+    poll: str
+    question: str
+    options: tuple[str, ...]
+    ends_at: float | None
+    votes: dict[str, int] = field(default_factory=dict)  # user -> option
+    closed: bool = False
+
+    def totals(self) -> list[int]:
+        counts = Counter(self.votes.values())
+        return [counts.get(i, 0) for i in range(len(self.options))]
+
+
+class Engine:
+    def __init__(
+        self,
+        cfg: Config,
+        measure: Callable[[str, int], int],
+        vote_change_allowed: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        ic = cfg.interaction
+        self.style = Style.from_config(cfg.overlay)
+        self.board = DanmakuBoard(self.style, cfg.video.width, cfg.video.height, measure)
+        self.vote_change_allowed = vote_change_allowed
+        self._dedup = Dedup(DEDUP_WINDOW)
+        self._limits: dict[str, KeyedLimiter[str]] = {
+            "comment": KeyedLimiter(ic.comment_rate_per_s, ic.comment_burst, MAX_LIMITER_KEYS),
+            "like": KeyedLimiter(ic.like_rate_per_s, ic.like_burst, MAX_LIMITER_KEYS),
+            "vote": KeyedLimiter(ic.vote_rate_per_s, ic.vote_burst, MAX_LIMITER_KEYS),
+            "join": KeyedLimiter(ic.vote_rate_per_s, ic.vote_burst, MAX_LIMITER_KEYS),
+        }
+        self.muted: dict[str, float | None] = {}  # user -> until (None: until unmuted)
+        self.polls: dict[str, Poll] = {}
+        self.poll_on_screen: str | None = None
+        self.likes = 0
+        self._like_times: deque[tuple[float, int]] = deque()
+        self._like_burst_until = 0.0
+        self.gifts: deque[GiftAlert] = deque(maxlen=GIFT_ALERTS_KEPT)
+        self._gift_senders: dict[str, float] = {}
+        self.ticker: Ticker | None = None
+        self.probe: int | None = None
+        self._dirty_polls: set[str] = set()
+        self._pushes: list[Push] = []
+        self._last_state_push = -1e9
+        # Scene versioning: bumped on every visible change; ``changed_at`` is the
+        # arrival time of the oldest change not yet published (latency accounting).
+        self.version = 0
+        self.changed_at: float | None = None
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (type, outcome) -> n
+        self._commands: dict[str, Callable[[str, Mapping[str, Any], float], dict[str, Any]]] = {
+            "announce": self._cmd_announce,
+            "mute": self._cmd_mute,
+            "unmute": self._cmd_unmute,
+            "poll.open": self._cmd_poll_open,
+            "poll.close": self._cmd_poll_close,
+            "overlay.style": self._cmd_style,
+        }
+
+    # ---- the entry point ------------------------------------------------------------
+
+    def handle(self, user: str, role: str, msg: Message, now: float) -> list[Effect]:
+        kind = msg.TYPE
+        try:
+            if not auth.allowed(role, kind):
+                raise WireError("forbidden", f"role '{role}' may not send '{kind}'", msg.id)
+            if self._dedup.seen(user, msg.id):
+                self._count(kind, "duplicate")
+                return [Reply(ack(msg.id, duplicate=True))]
+            limiter = self._limits.get(kind)
+            if limiter is not None and not limiter.allow(user, now):
+                raise WireError("rate_limited", f"too many '{kind}' messages; slow down", msg.id)
+            effects = self._dispatch(user, role, msg, now)
+        except WireError as exc:
+            self._count(kind, exc.code)
+            return [Reply(exc.reply())]
+        except CommandError as exc:
+            self._count(kind, exc.code)
+            return [Reply(err(msg.id, exc.code, exc.msg))]  # type: ignore[arg-type]
+        return effects
+
+    def command(self, user: str, cmd: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """An operator or cloud command (already authorised); returns its result map."""
+        handler = self._commands.get(cmd)
+        if handler is None:
+            raise CommandError("unknown_target", f"unknown command '{cmd}'")
+        result = handler(user, args, now)
+        self._count("command", "accepted")
+        return result
+
+    def _dispatch(self, user: str, role: str, msg: Message, now: float) -> list[Effect]:
+        if isinstance(msg, Comment):
+            return self._comment(user, msg, now)
+        if isinstance(msg, Like):
+            return self._like(msg, now)
+        if isinstance(msg, Vote):
+            return self._vote(user, msg, now)
+        if isinstance(msg, Gift):
+            return self._gift(user, msg, now)
+        if isinstance(msg, Probe):
+            return self._probe(msg, now)
+        if isinstance(msg, Command):
+            result = self.command(user, msg.cmd, msg.args, now)
+            return [Reply(ack(msg.id, result=result)), *self.take_pushes()]
+        if isinstance(msg, Join):
+            raise WireError("unknown_target", f"no open lottery '{msg.lottery}'", msg.id)
+        raise WireError("bad_message", f"unhandled message type {msg.TYPE}", msg.id)
+
+    # ---- features -------------------------------------------------------------------
+
+    def _comment(self, user: str, msg: Comment, now: float) -> list[Effect]:
+        until = self.muted.get(user, 0.0)
+        if user in self.muted and (until is None or until > now):
+            raise WireError("forbidden", "you are muted", msg.id)
+        highlight = self._gift_senders.get(user, -1e9) + GIFT_PRIORITY_S > now
+        outcome = self.board.add(msg.id, msg.text, now, highlight=highlight)
+        if outcome in ("shown", "merged"):
+            self._changed(now)
+        self._count("comment", "accepted")
+        return [Reply(ack(msg.id))]
+
+    def _like(self, msg: Like, now: float) -> list[Effect]:
+        self.likes += msg.n
+        self._like_times.append((now, msg.n))
+        while self._like_times and self._like_times[0][0] < now - LIKE_BURST_WINDOW_S:
+            self._like_times.popleft()
+        if sum(n for _, n in self._like_times) >= LIKE_BURST_LIKES:
+            self._like_burst_until = now + LIKE_BURST_SHOW_S
+        self._changed(now)
+        self._count("like", "accepted")
+        return [Reply(ack(msg.id))]
+
+    def _vote(self, user: str, msg: Vote, now: float) -> list[Effect]:
+        poll = self.polls.get(msg.poll)
+        if poll is None or poll.closed:
+            raise WireError("unknown_target", f"no open poll '{msg.poll}'", msg.id)
+        if not 0 <= msg.option < len(poll.options):
+            raise WireError(
+                "bad_message", f"option: {msg.option} is not 0..{len(poll.options) - 1}", msg.id
+            )
+        if user in poll.votes and not self.vote_change_allowed:
+            raise WireError("forbidden", "you have already voted in this poll", msg.id)
+        poll.votes[user] = msg.option
+        self._dirty_polls.add(poll.poll)
+        self._changed(now)
+        self._count("vote", "accepted")
+        return [Reply(ack(msg.id))]
+
+    def _gift(self, user: str, msg: Gift, now: float) -> list[Effect]:
+        self.gifts.append(GiftAlert(msg.id, user, msg.gift, msg.n, now))
+        self._gift_senders[user] = now
+        self._changed(now)
+        self._count("gift", "accepted")
+        return [Reply(ack(msg.id))]
+
+    def _probe(self, msg: Probe, now: float) -> list[Effect]:
+        if not self.cfg.bench.probe:
+            raise WireError("forbidden", "probes are off on this node (bench.probe)", msg.id)
+        self.probe = msg.seq
+        self._changed(now)
+        self._count("probe", "accepted")
+        return [Reply(ack(msg.id))]
+
+    # ---- commands -------------------------------------------------------------------
+
+    def _cmd_announce(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        text = _arg(args, "text", str)
+        seconds = float(_arg(args, "seconds", (int, float), ANNOUNCE_DEFAULT_S))
+        if not text.strip() or len(text) > 200:
+            raise CommandError("bad_message", "text: 1..200 characters")
+        self.ticker = Ticker(text, now, now + seconds if seconds > 0 else None)
+        self._changed(now)
+        return {}
+
+    def _cmd_mute(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        target = _arg(args, "user", str)
+        seconds = _arg(args, "seconds", (int, float, type(None)), None)
+        until = None if seconds is None else now + float(seconds)
+        self.muted[target] = until
+        self._pushes.append(
+            Push(
+                {
+                    "t": "state",
+                    "muted": True,
+                    "seconds": None if seconds is None else float(seconds),
+                },
+                user=target,
+            )
+        )
+        return {}
+
+    def _cmd_unmute(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        target = _arg(args, "user", str)
+        if self.muted.pop(target, 0.0) != 0.0:
+            self._pushes.append(Push({"t": "state", "muted": False}, user=target))
+        return {}
+
+    def _cmd_poll_open(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        poll_id = _arg(args, "poll", str)
+        question = _arg(args, "question", str)
+        options = _arg(args, "options", (list, tuple))
+        if not 2 <= len(options) <= 8 or not all(isinstance(o, str) and o for o in options):
+            raise CommandError("bad_message", "options: 2..8 non-empty strings")
+        seconds = _arg(args, "seconds", (int, float, type(None)), None)
+        if poll_id in self.polls and not self.polls[poll_id].closed:
+            raise CommandError("busy", f"poll '{poll_id}' is already open")
+        ends = None if seconds is None else now + float(seconds)
+        self.polls[poll_id] = Poll(poll_id, question, tuple(options), ends)
+        self.poll_on_screen = poll_id
+        self._dirty_polls.add(poll_id)
+        self._changed(now)
+        return {"poll": poll_id}
+
+    def _cmd_poll_close(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        poll_id = _arg(args, "poll", str)
+        poll = self.polls.get(poll_id)
+        if poll is None:
+            raise CommandError("unknown_target", f"no poll '{poll_id}'")
+        poll.closed = True
+        self._dirty_polls.add(poll_id)
+        self._changed(now)
+        return {"poll": poll_id, "totals": poll.totals()}
+
+    def _cmd_style(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        allowed = {f.name: f for f in dataclasses.fields(Style)}
+        changes: dict[str, Any] = {}
+        for key, value in args.items():
+            if key not in allowed or key.endswith("_rgba"):
+                raise CommandError("bad_message", f"{key}: not a style key")
+            current = getattr(self.style, key)
+            if isinstance(current, bool) or not isinstance(value, (int, float)):
+                raise CommandError("bad_message", f"{key}: expected a number")
+            changes[key] = type(current)(value)
+        try:
+            style = dataclasses.replace(self.style, **changes)
+        except (TypeError, ValueError) as exc:
+            raise CommandError("bad_message", str(exc)) from None
+        if style.lanes < 1 or style.font_size_px < 8 or not 0 <= style.opacity <= 1:
+            raise CommandError("bad_message", "lanes >= 1, font_size_px >= 8, opacity 0..1")
+        self.style = style
+        self.board.set_style(style)
+        self._changed(now)
+        return {}
+
+    # ---- time -----------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Effect]:
+        """Advance timers: danmaku leaving, polls ending, mutes expiring, state pushes."""
+        before = len(self.board.items())
+        self.board.tick(now)
+        if len(self.board.items()) != before:
+            self._changed(now)
+        for poll in self.polls.values():
+            if not poll.closed and poll.ends_at is not None and now >= poll.ends_at:
+                poll.closed = True
+                self._dirty_polls.add(poll.poll)
+                self._changed(now)
+        for user, until in list(self.muted.items()):
+            if until is not None and until <= now:
+                del self.muted[user]
+                self._pushes.append(Push({"t": "state", "muted": False}, user=user))
+        if self.ticker is not None and self.ticker.until is not None and now >= self.ticker.until:
+            self.ticker = None
+            self._changed(now)
+        effects: list[Effect] = [*self.take_pushes()]
+        if self._dirty_polls and now - self._last_state_push >= STATE_PUSH_INTERVAL_S:
+            for poll_id in sorted(self._dirty_polls):
+                poll = self.polls[poll_id]
+                effects.append(
+                    Push(
+                        {
+                            "t": "state",
+                            "poll": poll_id,
+                            "totals": poll.totals(),
+                            "closed": poll.closed,
+                        }
+                    )
+                )
+            self._dirty_polls.clear()
+            self._last_state_push = now
+        return effects
+
+    def next_timer(self, now: float) -> float | None:
+        times = [t for t in (self.board.next_change(now),) if t is not None]
+        times += [p.ends_at for p in self.polls.values() if not p.closed and p.ends_at]
+        if self._dirty_polls:
+            times.append(self._last_state_push + STATE_PUSH_INTERVAL_S)
+        if self.ticker is not None and self.ticker.until is not None:
+            times.append(self.ticker.until)
+        if self._like_burst_until > now:
+            times.append(self._like_burst_until)
+        times += [u for u in self.muted.values() if u is not None]
+        return min(times) if times else None
+
+    # ---- scene ----------------------------------------------------------------------
+
+    def scene(self, now: float) -> Scene:
+        vote = None
+        poll = self.polls.get(self.poll_on_screen or "")
+        if poll is not None:
+            vote = VoteBar(
+                poll.poll,
+                poll.question,
+                poll.options,
+                tuple(poll.totals()),
+                None if poll.closed else poll.ends_at,
+            )
+        return Scene(
+            version=self.version,
+            style=self.style,
+            danmaku=self.board.items(),
+            vote=vote,
+            gifts=tuple(self.gifts),
+            ticker=self.ticker,
+            likes=LikeCounter(self.likes, self._like_burst_until) if self.likes else None,
+            probe=self.probe,
+            changed_at=self.changed_at,
+        )
+
+    def take_pushes(self) -> list[Push]:
+        """State pushes produced by commands (mute notices), for the adapter to send."""
+        pushes, self._pushes = self._pushes, []
+        return pushes
+
+    def published(self) -> None:
+        """The adapter sent the current scene: later changes start a new latency clock."""
+        self.changed_at = None
+
+    def _changed(self, now: float) -> None:
+        self.version += 1
+        if self.changed_at is None:
+            self.changed_at = now
+
+    def _count(self, kind: str, outcome: str) -> None:
+        self.outcomes[(kind, outcome)] += 1
+
+
+def _arg(args: Mapping[str, Any], name: str, types: Any, default: Any = ...) -> Any:
+    if name not in args:
+        if default is ...:
+            raise CommandError("bad_message", f"args.{name}: required")
+        return default
+    value = args[name]
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise CommandError("bad_message", f"args.{name}: wrong type bool")
+    if not isinstance(value, types):
+        raise CommandError("bad_message", f"args.{name}: wrong type {type(value).__name__}")
+    return value

@@ -1,0 +1,195 @@
+"""The asyncio adapter around the interaction engine: clients in, effects out.
+
+WebSocket connections, WHEP data channels, the simulated audience (and later the
+cloud link) all end up in ``Interactions.receive``/``submit``, which call the one
+engine entry point, send the replies, fan out pushed state, publish scene snapshots
+to the media worker (at most one per frame interval, the first at once) and keep the
+engine's single timer armed. Never blocks: everything here is O(message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_node.config import Config
+from edge_node.interaction import messages
+from edge_node.interaction.auth import Claims
+from edge_node.interaction.engine import Engine, Push, Reply
+from edge_node.interaction.messages import Message, WireError
+from edge_node.interaction.ratelimit import TokenBucket
+from edge_node.metrics import Registry
+from edge_node.overlay.scene import Scene
+
+log = logging.getLogger(__name__)
+
+# Global admission: beyond this many events per second the node answers `busy`
+# instead of letting work pile up.
+ADMISSION_RATE_PER_S = 20_000.0
+ADMISSION_BURST = 5_000.0
+
+Send = Callable[[bytes | str], None]
+
+
+@dataclass(eq=False)
+class Client:
+    claims: Claims
+    send: Send
+    kind: str  # "ws" | "datachannel" | "audience"
+    ip: str = ""
+    messages: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Interactions:
+    def __init__(
+        self,
+        cfg: Config,
+        engine: Engine,
+        registry: Registry,
+        publish_scene: Callable[[Scene], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self._publish_scene = publish_scene
+        self._clock = clock
+        self.clients: set[Client] = set()
+        self._by_user: dict[str, set[Client]] = {}
+        self._admission = TokenBucket(ADMISSION_RATE_PER_S, ADMISSION_BURST)
+        self._frame_s = 1.0 / cfg.video.fps
+        self._last_publish = -1e9
+        self._published_version = -1
+        self._publish_handle: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.c_events = registry.counter(
+            "edge_node_interaction_events_total", "Interaction messages, by type and outcome."
+        )
+        self.h_handle = registry.histogram(
+            "edge_node_engine_handle_seconds", "Engine time per message (decode to effects)."
+        )
+        registry.gauge(
+            "edge_node_interaction_clients",
+            "Connected interaction clients.",
+            read=lambda: float(len(self.clients)),
+        )
+
+    # ---- clients --------------------------------------------------------------------
+
+    def connect(self, client: Client) -> None:
+        self.clients.add(client)
+        self._by_user.setdefault(client.claims.user, set()).add(client)
+
+    def disconnect(self, client: Client) -> None:
+        self.clients.discard(client)
+        peers = self._by_user.get(client.claims.user)
+        if peers is not None:
+            peers.discard(client)
+            if not peers:
+                del self._by_user[client.claims.user]
+
+    # ---- input ----------------------------------------------------------------------
+
+    def receive(self, client: Client, frame: bytes | str) -> None:
+        """One frame from a client: decode, handle, reply in the request's framing."""
+        binary = not isinstance(frame, str)
+        start = time.perf_counter()
+        try:
+            msg = messages.decode(
+                frame, binary=binary, max_bytes=self.cfg.interaction.max_message_bytes
+            )
+        except WireError as exc:
+            self.c_events.inc(type="unknown", outcome=exc.code)
+            client.send(messages.encode_reply(exc.reply(), binary=binary))
+            return
+        client.messages += 1
+        client.extra["binary"] = binary  # pushed state follows the client's framing
+        for effect in self.submit(client.claims, msg):
+            if isinstance(effect, Reply):
+                client.send(messages.encode_reply(effect.payload, binary=binary))
+            else:
+                self._push(effect)
+        self.h_handle.observe(time.perf_counter() - start)
+
+    def submit(self, claims: Claims, msg: Message) -> list[Reply | Push]:
+        """The engine entry point for every source; schedules scene and timer after."""
+        now = self._clock()
+        if not self._admission.allow(now):
+            self.c_events.inc(type=msg.TYPE, outcome="busy")
+            return [Reply(messages.err(msg.id, "busy", "the node is saturated; retry later"))]
+        effects = self.engine.handle(claims.user, claims.role, msg, now)
+        outcome = "accepted"
+        for e in effects:
+            if isinstance(e, Reply) and e.payload.get("t") == "err":
+                outcome = str(e.payload["code"])
+        self.c_events.inc(type=msg.TYPE, outcome=outcome)
+        self._after_input(now)
+        return effects
+
+    def command(self, user: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        """An already-authorised command (console, cloud): result, or CommandError."""
+        now = self._clock()
+        result = self.engine.command(user, cmd, args, now)
+        for push in self.engine.take_pushes():
+            self._push(push)
+        self._after_input(now)
+        return result
+
+    # ---- output ---------------------------------------------------------------------
+
+    def _push(self, push: Push) -> None:
+        targets = self.clients if push.user is None else self._by_user.get(push.user, set())
+        for client in list(targets):
+            client.send(
+                messages.encode_reply(push.payload, binary=client.extra.get("binary", False))
+            )
+
+    def _after_input(self, now: float) -> None:
+        self._schedule_publish(now)
+        self._arm_timer(now)
+
+    def _schedule_publish(self, now: float) -> None:
+        if self.engine.version == self._published_version or self._publish_handle is not None:
+            return
+        wait = self._last_publish + self._frame_s - now
+        if wait <= 0:
+            self._publish()
+        else:
+            loop = asyncio.get_running_loop()
+            self._publish_handle = loop.call_later(wait, self._publish)
+
+    def _publish(self) -> None:
+        self._publish_handle = None
+        now = self._clock()
+        scene = self.engine.scene(now)
+        self.engine.published()
+        self._published_version = scene.version
+        self._last_publish = now
+        self._publish_scene(scene)
+
+    def _arm_timer(self, now: float) -> None:
+        when = self.engine.next_timer(now)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, when - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._clock()
+        for effect in self.engine.tick(now):
+            if isinstance(effect, Push):
+                self._push(effect)
+        self._after_input(now)
+
+    def close(self) -> None:
+        for handle in (self._timer, self._publish_handle):
+            if handle is not None:
+                handle.cancel()

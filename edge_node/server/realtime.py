@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_node.cloud.summaries import EventRecord
 from edge_node.config import Config
 from edge_node.interaction import messages
 from edge_node.interaction.auth import Claims
 from edge_node.interaction.engine import Engine, Push, Reply
-from edge_node.interaction.messages import Message, WireError
+from edge_node.interaction.messages import Comment, Gift, Like, Message, WireError
 from edge_node.interaction.ratelimit import TokenBucket
 from edge_node.metrics import Registry
 from edge_node.overlay.scene import Scene
@@ -66,6 +67,8 @@ class Interactions:
         self._published_version = -1
         self._publish_handle: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # Every handled event, for the one-second summaries (cloud link).
+        self.record: Callable[[EventRecord], None] | None = None
         self.c_events = registry.counter(
             "edge_node_interaction_events_total", "Interaction messages, by type and outcome."
         )
@@ -104,6 +107,7 @@ class Interactions:
             )
         except WireError as exc:
             self.c_events.inc(type="unknown", outcome=exc.code)
+            self.record_rejected(exc.code)
             client.send(messages.encode_reply(exc.reply(), binary=binary))
             return
         client.messages += 1
@@ -127,6 +131,8 @@ class Interactions:
             if isinstance(e, Reply) and e.payload.get("t") == "err":
                 outcome = str(e.payload["code"])
         self.c_events.inc(type=msg.TYPE, outcome=outcome)
+        if self.record is not None:
+            self.record(_event_record(claims.user, msg, outcome))
         self._after_input(now)
         return effects
 
@@ -189,7 +195,19 @@ class Interactions:
                 self._push(effect)
         self._after_input(now)
 
+    def record_rejected(self, outcome: str) -> None:
+        """A frame refused before it had a type or a user (malformed, unauthorized)."""
+        if self.record is not None:
+            self.record(EventRecord(time.time(), "", "unknown", outcome))
+
     def close(self) -> None:
         for handle in (self._timer, self._publish_handle):
             if handle is not None:
                 handle.cancel()
+
+
+def _event_record(user: str, msg: Message, outcome: str) -> EventRecord:
+    text = msg.text if isinstance(msg, Comment) else ""
+    likes = msg.n if isinstance(msg, Like) else 0
+    gift = msg.n if isinstance(msg, Gift) else 0
+    return EventRecord(time.time(), user, msg.TYPE, outcome, text, likes, gift)

@@ -30,7 +30,8 @@ class Threshold:
 
 
 def _node(name: str) -> bool:
-    return not name.startswith("peer_")
+    """A figure of the node's (not the peer's, nor glass's no-middle-box floor)."""
+    return not name.startswith(("peer_", "floor_"))
 
 
 THRESHOLDS: tuple[Threshold, ...] = (
@@ -42,7 +43,7 @@ THRESHOLDS: tuple[Threshold, ...] = (
     ),
     Threshold(
         "p99 latency: rise > 25% and > 0.5 ms",
-        lambda n, f: n.endswith("_p99_ms"),
+        lambda n, f: n.endswith("_p99_ms") and _node(n),
         0.25,
         0.5,
     ),
@@ -54,7 +55,7 @@ THRESHOLDS: tuple[Threshold, ...] = (
     ),
     Threshold(
         "CPU: rise > 25% and > 0.02 cores",
-        lambda n, f: f.unit == "cores" and _node(n),
+        lambda n, f: f.unit == "cores" and f.better == "lower" and _node(n),
         0.25,
         0.02,
     ),

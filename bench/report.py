@@ -134,7 +134,9 @@ def to_markdown(suite: Suite, plots: Sequence[str]) -> str:
     lines.append("|---|---:|---|" + "---:|" * runs_n)
     for name, f in suite.figures.items():
         per_run = [run.figures.get(name) for run in suite.runs]
-        if name.startswith("peer_") and suite.peer_runs:
+        from_peer = name.startswith("peer_") or not any(p is not None for p in per_run)
+        if from_peer and suite.peer_runs:
+            # Figures the peer runs produce (peer_*, and e.g. glass's floor_*).
             per_run = [p.get(name) for p in suite.peer_runs]
         cells = [fmt(p.value, p.unit) if p is not None else "" for p in per_run]
         label = name + (f" ({_md_escape(f.note)})" if f.note else "")
@@ -224,7 +226,18 @@ def write_plots(suite: Suite, out_dir: Path) -> list[str]:
             "cores",
         )
         written.append("cpu.png")
+    written += _scenario_plots(suite, out_dir)
     return written
+
+
+def _scenario_plots(suite: Suite, out_dir: Path) -> list[str]:
+    from bench.scenarios import get
+
+    try:
+        scenario = get(suite.scenario)
+    except KeyError:
+        return []
+    return scenario.write_plots(suite, out_dir)
 
 
 def write(suite: Suite, out_dir: Path) -> list[str]:

@@ -30,6 +30,10 @@ _HEADLINE = (
     "node_cpu_cores",
     "node_rss_max_mib",
     "capture_to_fanout_p99_ms",
+    "whep_latency_p50_ms",
+    "whep_latency_p99_ms",
+    "push_latency_p50_ms",
+    "push_latency_p99_ms",
 )
 
 
@@ -139,6 +143,7 @@ async def run_suite(
             )
         if target is not None:
             notes.append("with --target the node kept running while the peer ran")
+    figures.update(scenario.derived_figures(figures))
     return Suite(
         scenario=scenario.name,
         description=scenario.description,

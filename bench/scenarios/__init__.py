@@ -15,12 +15,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
-from bench.figures import Figures
+from bench.figures import Figure, Figures
 from bench.node import Node
+
+if TYPE_CHECKING:
+    from bench.report import Suite
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,17 @@ class Scenario(ABC):
     @abstractmethod
     async def run_once(self, ctx: RunContext) -> RunResult:
         """One measured run against a healthy node."""
+
+    def derived_figures(self, figures: Mapping[str, Figure]) -> Figures:
+        """Figures computed from the medians, the node's and the peer's together (ratios
+        of medians, not medians of ratios); the harness adds them to the report after
+        the peer ran. None by default."""
+        return {}
+
+    def write_plots(self, suite: Suite, out_dir: Path) -> list[str]:
+        """The scenario's own PNGs, beside the report's standard ones; their file names
+        (relative to ``out_dir``). None by default."""
+        return []
 
 
 def discover() -> dict[str, Scenario]:

@@ -162,7 +162,9 @@ class Node:
             self._c_ingest_ignored.inc(kind=message.kind)
             return
         if message.kind == "audio":
-            msg = self.ingest.media(conn_id, {"t": "in_audio", "data": message.payload})
+            msg = self.ingest.media(
+                conn_id, {"t": "in_audio", "ts": message.timestamp_ms, "data": message.payload}
+            )
         else:
             msg = self.ingest.flv_video(conn_id, message.timestamp_ms, message.payload)
         if msg is not None:

@@ -25,6 +25,7 @@ TIME_BASE = Fraction(1, RATE)
 FLV_AAC = 10
 # Re-anchor the running sample clock on the wall clock when they drift this far apart.
 RESYNC_S = 0.1
+SYNCED_RESYNC_S = 0.03
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -46,11 +47,21 @@ class _Encoder:
         )
         self.config_sent = False
         self.pts: int | None = None  # next output sample, on the output clock
+        self.synced = False  # anchored on the video's clock (lip sync), not on arrival
 
 
 class AudioPath:
-    def __init__(self, t0: float, emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        t0: float,
+        emit: Emit,
+        clock: Callable[[], float] = time.monotonic,
+        video_clock: Callable[[float], float | None] = lambda ts: None,
+    ) -> None:
         self._t0 = t0
+        # Maps the input's own timestamp (seconds) to when the video of that moment
+        # arrived (monotonic), when the input's audio and video share a clock (RTMP).
+        self._video_clock = video_clock
         self._emit = emit
         self._clock = clock
         self._lock = threading.Lock()
@@ -73,8 +84,9 @@ class AudioPath:
             self._decoder = None
             self._encoders = []
 
-    def flv_audio(self, body: bytes) -> None:
-        """One FLV audio tag body (RTMP): AAC only."""
+    def flv_audio(self, body: bytes, timestamp_ms: int | None = None) -> None:
+        """One FLV audio tag body (RTMP): AAC only. ``timestamp_ms`` is the tag's
+        RTMP timestamp, on the same clock as the video's: it keeps lip sync."""
         with self._lock:
             if len(body) < 2 or body[0] >> 4 != FLV_AAC:
                 self.unsupported += 1
@@ -84,7 +96,7 @@ class AudioPath:
                 return
             if self._decoder is None:
                 return
-            self._decode(body[2:])
+            self._decode(body[2:], None if timestamp_ms is None else timestamp_ms / 1000)
 
     def opus(self, data: bytes) -> None:
         """One Opus packet (WHIP)."""
@@ -92,7 +104,7 @@ class AudioPath:
             if self._decoder is not None:
                 self._decode(data)
 
-    def _decode(self, data: bytes) -> None:
+    def _decode(self, data: bytes, input_ts: float | None = None) -> None:
         assert self._decoder is not None
         try:
             frames = self._decoder.decode(av.Packet(data))
@@ -102,18 +114,27 @@ class AudioPath:
             return
         for frame in frames:
             self.frames_decoded += 1
-            self._on_pcm(frame)
+            self._on_pcm(frame, input_ts)
 
-    def _on_pcm(self, frame: av.AudioFrame) -> None:
+    def _on_pcm(self, frame: av.AudioFrame, input_ts: float | None = None) -> None:
         if not self._encoders:
             self._encoders = [_Encoder("libopus", 960, 96000), _Encoder("aac", 1024, 128000)]
-        # Output clock: where this audio belongs on the video's timeline. Samples
-        # run on from there; a drift beyond RESYNC_S (a gap, a stall) re-anchors.
-        wall = round((self._clock() - self._t0) * RATE)
+        # Output clock: where this audio belongs on the video's timeline: when the
+        # video of the same input moment arrived (lip sync), or else when this audio
+        # arrived. Samples run on from there; a drift beyond RESYNC_S re-anchors.
+        at = self._video_clock(input_ts) if input_ts is not None else None
+        wall = round(((at if at is not None else self._clock()) - self._t0) * RATE)
         frame.pts = None  # the input's own timestamps are not ours
         for enc in self._encoders:
-            if enc.pts is None or abs(wall - enc.pts) > RESYNC_S * RATE:
+            # Re-anchor on a drift, and once the video clock becomes known (audio that
+            # arrived before the first picture was placed by its arrival time).
+            synced = at is not None
+            # On the video clock the anchor is exact (jitter is in the clock's offset,
+            # which only ever improves), so a smaller drift already re-anchors.
+            limit = (SYNCED_RESYNC_S if synced else RESYNC_S) * RATE
+            if enc.pts is None or abs(wall - enc.pts) > limit or (synced and not enc.synced):
                 enc.pts = wall
+                enc.synced = synced
             for out in enc.resampler.resample(frame):
                 self._encode(enc, out)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -24,6 +25,7 @@ from edge_node.media import flv, h264
 log = logging.getLogger(__name__)
 
 MS = Fraction(1, 1000)
+JITTER_S = 0.2  # arrival jitter tolerated before the input clock is re-anchored
 
 
 class LiveInput:
@@ -41,6 +43,7 @@ class LiveInput:
         self._waiting_keyframe = True
         self._lock = threading.Lock()
         self._parameter_sets: bytes | None = None
+        self._clock_offset: float | None = None
         self.proto = ""
         self.frames_decoded = 0
         self.decode_errors = 0
@@ -54,6 +57,7 @@ class LiveInput:
         with self._lock:
             self.proto = proto
             self._parameter_sets = None
+            self._clock_offset = None
             # RTMP announces its decoder configuration in a sequence header; WHIP's
             # Annex-B stream carries it in band.
             self._ctx = _h264_decoder() if proto == "whip" else None
@@ -120,8 +124,23 @@ class LiveInput:
             self._error(f"decode failed: {exc}")
             return []
 
+    def input_to_monotonic(self, input_ts: float) -> float | None:
+        """When the video of input time ``input_ts`` (seconds) arrived, if known."""
+        offset = self._clock_offset
+        return None if offset is None else input_ts + offset
+
     def _emit(self, frames: list[av.VideoFrame]) -> None:
+        now = time.monotonic()
         for frame in frames:
+            if frame.time is not None and self.proto == "rtmp":
+                offset = now - float(frame.time)
+                # Keep the earliest-arrival offset (least delayed); re-anchor on jumps.
+                if self._clock_offset is None or not (
+                    -JITTER_S < offset - self._clock_offset < JITTER_S
+                ):
+                    self._clock_offset = offset
+                else:
+                    self._clock_offset = min(self._clock_offset, offset)
             self.frames_decoded += 1
             self._on_frame(frame.reformat(self.width, self.height, "yuv420p"))
 

@@ -92,7 +92,9 @@ class Pipeline:
         self.live_frames = DropOldestQueue(cfg.worker.frame_queue)
         # One clock origin for video pts (1/90000) and audio pts (1/48000).
         self.t0 = time.monotonic()
-        self.audio = AudioPath(self.t0, emit)
+        self.audio = AudioPath(
+            self.t0, emit, video_clock=lambda ts: self.live.input_to_monotonic(ts)
+        )
         self.live = LiveInput(
             cfg.video.width,
             cfg.video.height,

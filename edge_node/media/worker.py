@@ -114,7 +114,7 @@ def main() -> int:
                     elif kind == "in_h264":
                         pipeline.live.h264_annexb(msg["data"])
                     elif kind == "in_audio":
-                        pipeline.audio.flv_audio(msg["data"])
+                        pipeline.audio.flv_audio(msg["data"], msg.get("ts"))
                     elif kind == "in_opus":
                         pipeline.audio.opus(msg["data"])
                     elif kind == "in_start":

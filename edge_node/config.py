@@ -57,8 +57,11 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class VideoConfig:
-    width: int = _key(1280, "Output width in pixels (even).", min=16, max=3840)
-    height: int = _key(720, "Output height in pixels (even).", min=16, max=2160)
+    width: int = _key(
+        1280, "Output width in pixels (even; at least the 256 px of the barcode strip).",
+        min=256, max=3840,
+    )
+    height: int = _key(720, "Output height in pixels (even).", min=32, max=2160)
     fps: int = _key(30, "Output frame rate.", min=1, max=120)
     bitrate_kbps: int = _key(2500, "Target H.264 bitrate in kbit/s.", min=100, max=50000)
     keyframe_interval_s: float = _key(
@@ -247,6 +250,77 @@ class InteractionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CloudConfig:
+    target: str = _key(
+        "", "Collector to dial (host:port); empty = no cloud link. The demo dials its "
+        "embedded collector at 127.0.0.1:50051."
+    )
+    token: str = _key("", "Bearer token the collector expects (never logged).")
+    tls: bool = _key(False, "Use TLS to the collector.")
+    tls_ca: str = _key("", "CA bundle for the collector's certificate; empty = system roots.")
+    tls_cert: str = _key("", "Client certificate for mTLS (PEM).")
+    tls_key: str = _key("", "Client key for mTLS (PEM).")
+    connect_timeout_s: float = _key(10.0, "Deadline to establish the stream.", min=0.5,
+                                    max=120.0)
+    window_lateness_s: float = _key(
+        2.0, "How long a one-second window waits for late events before it is sent.",
+        min=0.0, max=60.0,
+    )
+    embedded_collector: str = _key(
+        "", "Run the reference collector in this process, listening here (the demo: "
+        "127.0.0.1:50051, its database in the data dir); empty = none."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    path: str = _key(
+        "",
+        "SQLite file (WAL mode) holding cloud summaries until the cloud acks them; "
+        "empty = <node.data_dir>/spool.db.",
+    )
+    durability: str = _key(
+        "fsync",
+        "When a record counts as stored: fsync = after its batch is fsynced (survives "
+        "kill -9 and power loss); os = after the OS has it (survives kill -9; power loss "
+        "may lose the last batches); memory = no syncs at all (survives kill -9; power "
+        "loss may damage the file, which start-up then repairs; for tests and benchmarks).",
+        choices=("fsync", "os", "memory"),
+    )
+    max_records: int = _key(
+        1_000_000,
+        "Records held before the spool counts as full. When full: mergeable records "
+        "(likes and other counts) are merged, oldest first; when nothing is left to merge, "
+        "new mergeable data goes into one overflow aggregate; gifts, votes and lottery "
+        "entries are never dropped (kept beyond the bound). Every merge is counted.",
+        min=100,
+        max=100_000_000,
+    )
+    max_bytes: int = _key(
+        512 * 1024 * 1024,
+        "Payload bytes held before the spool counts as full (same policy as max_records).",
+        min=1024 * 1024,
+        max=1024**4,
+    )
+    max_age_s: float = _key(
+        7 * 86400.0,
+        "Mergeable records older than this are merged into one aggregate per kind; "
+        "records that are not mergeable are kept whatever their age.",
+        min=60.0,
+        max=365 * 86400.0,
+    )
+    commit_interval_ms: int = _key(
+        50, "Group commit: a batch is committed this long after its first record.", min=1, max=1000
+    )
+    commit_records: int = _key(
+        1000,
+        "Group commit: a batch is also committed as soon as it holds this many records.",
+        min=1,
+        max=100_000,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -261,6 +335,8 @@ class Config:
     bench: BenchConfig = field(default_factory=BenchConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     interaction: InteractionConfig = field(default_factory=InteractionConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
 
 
 def _section_types() -> dict[str, type[Any]]:
@@ -375,6 +451,8 @@ def _validate_whole(cfg: Config) -> None:
             parse_color(getattr(cfg.overlay, key))
         except ValueError as exc:
             raise ConfigError(f"overlay.{key}", str(exc)) from None
+    if (cfg.cloud.tls_cert == "") != (cfg.cloud.tls_key == ""):
+        raise ConfigError("cloud.tls_key", "mTLS needs both cloud.tls_cert and cloud.tls_key")
     if cfg.push.url and not cfg.push.url.startswith(("rtmp://", "rtmps://")):
         raise ConfigError("push.url", f"expected an rtmp:// URL, got {cfg.push.url!r}")
     if cfg.push.backoff_initial_s > cfg.push.backoff_max_s:
@@ -474,6 +552,7 @@ def demo_config() -> Config:
         source=SourceConfig(kind="test_pattern"),
         bench=BenchConfig(probe=True),
         interaction=InteractionConfig(allow_anonymous=True),
+        cloud=CloudConfig(target="127.0.0.1:50051", embedded_collector="127.0.0.1:50051"),
     )
 
 

@@ -11,11 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from aiohttp import web
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from edge_node import __version__
 from edge_node.backoff import Backoff
+from edge_node.cloud import collector as collector_mod
+from edge_node.cloud.link import CloudLink
+from edge_node.cloud.spool import Spool
+from edge_node.cloud.summaries import SummaryWindows
 from edge_node.config import Config
 from edge_node.interaction.audience import AudienceModel
 from edge_node.interaction.auth import (
@@ -30,7 +35,7 @@ from edge_node.interaction.auth import (
     verify,
 )
 from edge_node.interaction.engine import Engine
-from edge_node.interaction.messages import encode_reply, err
+from edge_node.interaction.messages import Comment, Gift, Message, encode_reply, err
 from edge_node.media import rtmp
 from edge_node.media.egress_rtmp import RtmpPush
 from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_host_addresses
@@ -81,6 +86,12 @@ class Node:
         self.interactions = Interactions(cfg, self.engine, self.registry, self.supervisor.set_scene)
         self.audience = AudienceModel(audience, self._rng) if audience else None
         self._audience_task: asyncio.Task[None] | None = None
+        # The cloud side (started in start(): the spool opens off the loop).
+        self.spool: Spool | None = None
+        self.link: CloudLink | None = None
+        self.collector: collector_mod.Collector | None = None
+        self.windows = SummaryWindows(1, cfg.cloud.window_lateness_s)
+        self._summary_task: asyncio.Task[None] | None = None
         self._worker_stats: dict[str, Any] = {}
         self._c_publishers = self.registry.counter(
             "edge_node_ingest_publishers_total", "Publishers that went live, by protocol."
@@ -213,8 +224,10 @@ class Node:
         now = time.monotonic()
         age = now - self.hub.last_packet_at if self.hub.last_packet_at else None
         video_ok = age is not None and age < STALE_VIDEO_S
+        # A spool that cannot commit is loud: summaries would be lost on a crash.
+        spool_ok = self.spool is None or bool(self.spool.status().get("healthy", True))
         return {
-            "status": "ok" if self.supervisor.alive and video_ok else "degraded",
+            "status": "ok" if self.supervisor.alive and video_ok and spool_ok else "degraded",
             "node": self.cfg.node.id,
             "version": __version__,
             "uptime_s": round(now - self.started_at, 3),
@@ -244,6 +257,8 @@ class Node:
                 ),
             },
             "push": self.push.status() if self.push else None,
+            "cloud": self.link.status() if self.link else None,
+            "spool": self.spool.status() if self.spool else None,
             "record": self.recorder.status() if self.recorder else None,
         }
 
@@ -262,6 +277,7 @@ class Node:
             await self.push.start()
         if self.audience is not None:
             self._audience_task = asyncio.create_task(self._run_audience(self.audience))
+        await self._start_cloud()
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
@@ -274,6 +290,62 @@ class Node:
             extra={"node": self.cfg.node.id, "http_port": self.http_port, "version": __version__},
         )
 
+    async def _start_cloud(self) -> None:
+        cfg = self.cfg
+        if cfg.cloud.embedded_collector:
+            self.collector = await collector_mod.serve(
+                cfg.cloud.embedded_collector, Path(cfg.node.data_dir) / "collector.db"
+            )
+        self.spool = await Spool.from_config(cfg, self.registry)
+        self.windows = SummaryWindows(1, cfg.cloud.window_lateness_s)
+        self.interactions.record = lambda rec: self.windows.add(rec, time.time())
+        if cfg.cloud.target:
+            self.link = CloudLink(
+                cfg.cloud,
+                cfg.node.id,
+                self.spool,
+                self.registry,
+                apply_command=lambda cmd, args: self.interactions.command("cloud", cmd, args),
+                platform_event=self._platform_event,
+                backoff=Backoff(0.5, 10.0),
+            )
+            await self.link.start()
+        self._summary_task = asyncio.create_task(self._run_summaries(), name="summaries")
+
+    async def _run_summaries(self) -> None:
+        """Close the windows that are due, spool them (each awaits its commit)."""
+        assert self.spool is not None
+        while True:
+            await asyncio.sleep(0.25)
+            for summary in self.windows.close_due(time.time(), self._summary_health()):
+                payload = msgpack.packb(summary.to_payload(), use_bin_type=True)
+                # Summaries are never merged away: a window may hold gifts or votes.
+                await self.spool.append("summary", payload, mergeable=False)
+                if self.link is not None:
+                    self.link.wake()
+
+    def _summary_health(self) -> dict[str, Any]:
+        hub = self.hub
+        return {
+            "fps_in": round(hub._fps_in, 2),
+            "viewers": hub.subscribers,
+            "worker_restarts": self.supervisor.restarts,
+            "encoders": hub.encoders,
+            "spool_depth": self.spool.stats().depth if self.spool else 0,
+        }
+
+    def _platform_event(self, kind: str, user: str, payload: dict[str, Any]) -> None:
+        """Comments and gifts the platform relays: entered as the `platform` role."""
+        claims = Claims(user=user or "platform", role="platform", exp=None)
+        event_id = str(payload.get("id", ""))
+        if kind == "gift":
+            msg: Message = Gift(event_id, str(payload["gift"]), int(payload.get("n", 1)))
+        elif kind == "comment":
+            msg = Comment(event_id, str(payload["text"]))
+        else:
+            raise ValueError(f"unknown platform event type {kind!r}")
+        self.interactions.submit(claims, msg)
+
     async def _run_audience(self, model: AudienceModel) -> None:
         step = 0.1
         while True:
@@ -285,6 +357,14 @@ class Node:
     async def stop(self) -> None:
         if self._audience_task is not None:
             self._audience_task.cancel()
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+        if self.link is not None:
+            await self.link.stop()
+        if self.spool is not None:
+            await self.spool.close()
+        if self.collector is not None:
+            await self.collector.stop()
         self.interactions.close()
         if self.rtmp is not None:
             await self.rtmp.stop()

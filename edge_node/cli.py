@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from edge_node import __version__, logs
 from edge_node import config as config_mod
 from edge_node.errors import ConfigError
 from edge_node.interaction.auth import ROLES
+
+if TYPE_CHECKING:
+    from edge_node.cloud.collector import TlsFiles
 
 DESCRIPTION = """\
 edge-node: ingest a live stream, mix interactive overlays onto every frame,
@@ -21,6 +25,9 @@ verbs:
   run           production start from a TOML config
   check-config  validate a config file and exit
   token         print a signed access token (same secret as the node)
+  collector     run the reference cloud collector (gRPC, SQLite)
+  summaries     print the summaries a collector stored, oldest first
+  command       send a command to a node through a collector, print its result
 """
 
 
@@ -62,7 +69,73 @@ def _parser() -> argparse.ArgumentParser:
     where = token.add_mutually_exclusive_group()
     where.add_argument("--data-dir", help="the node's state directory (default ./edge-data/)")
     where.add_argument("--config", help="the node's TOML config (its data dir and secret)")
+
+    collector = verbs.add_parser("collector", help="run the reference cloud collector")
+    collector.add_argument(
+        "--listen", required=True, metavar="HOST:PORT", help="gRPC address (port 0 = any free)"
+    )
+    collector.add_argument("--db", required=True, metavar="FILE", help="SQLite database file")
+    collector.add_argument("--token", metavar="T", help="bearer token every caller must present")
+    collector.add_argument("--tls-cert", metavar="F", help="server certificate chain (PEM)")
+    collector.add_argument("--tls-key", metavar="F", help="server private key (PEM)")
+    collector.add_argument(
+        "--client-ca", metavar="F", help="CA of client certificates: require them (mTLS)"
+    )
+
+    summaries = verbs.add_parser("summaries", help="print a collector's stored summaries")
+    summaries.add_argument(
+        "--collector", required=True, metavar="HOST:PORT", help="the collector's gRPC address"
+    )
+    summaries.add_argument("--node", metavar="ID", help="only this node's summaries")
+    summaries.add_argument(
+        "--since", type=_unix_seconds, metavar="UNIX_S", help="only windows starting from then"
+    )
+    summaries.add_argument("--json", action="store_true", help="one JSON object per line")
+    _collector_client_flags(summaries)
+
+    command = verbs.add_parser("command", help="send a command to a node, print its result")
+    command.add_argument(
+        "--collector", required=True, metavar="HOST:PORT", help="the collector's gRPC address"
+    )
+    command.add_argument("--node", required=True, metavar="ID", help="the target node")
+    command.add_argument("--cmd", required=True, metavar="NAME", help="e.g. announce, poll.open")
+    command.add_argument("--args", default="{}", metavar="JSON", help="arguments, a JSON object")
+    command.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the node's answer (default 10)",
+    )
+    _collector_client_flags(command)
     return p
+
+
+def _collector_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", metavar="T", help="bearer token the collector requires")
+    p.add_argument("--tls-ca", metavar="F", help="use TLS; CA of the collector's certificate")
+    p.add_argument("--tls-cert", metavar="F", help="client certificate for mTLS (PEM)")
+    p.add_argument("--tls-key", metavar="F", help="client private key for mTLS (PEM)")
+
+
+def _unix_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Unix seconds, got {text!r}") from None
+    if not 0 <= value < 1e11:
+        raise argparse.ArgumentTypeError(f"out of range: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 300:
+        raise argparse.ArgumentTypeError(f"must be in (0, 300], got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -103,6 +176,119 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collector(args: argparse.Namespace) -> int:
+    import signal
+
+    import uvloop
+
+    from edge_node.cloud import collector as col
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert", "--tls-cert and --tls-key go together")
+    if args.client_ca and not args.tls_cert:
+        raise ConfigError("--client-ca", "needs --tls-cert and --tls-key (mTLS is TLS)")
+    tls = col.TlsFiles(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
+    logs.setup("info", "json", process_role="collector")
+
+    async def run() -> None:
+        server = await col.serve(args.listen, args.db, token=args.token, tls=tls)
+        print(f"edge-node collector listening on {server.address} (db {args.db})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())
+    except col.CollectorError as exc:
+        print(f"edge-node: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _client_tls(args: argparse.Namespace) -> TlsFiles | None:
+    from edge_node.cloud import collector as col
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert", "--tls-cert and --tls-key go together")
+    if args.tls_cert and not args.tls_ca:
+        raise ConfigError("--tls-cert", "needs --tls-ca (client certificates are for TLS)")
+    if not args.tls_ca:
+        return None
+    return col.TlsFiles(args.tls_cert or "", args.tls_key or "", args.tls_ca)
+
+
+def _collector_call(args: argparse.Namespace, call: Coroutine[Any, Any, int]) -> int:
+    """Run one client coroutine on uvloop; a failed call is exit status 2."""
+    import uvloop
+
+    from edge_node.cloud import collector as col
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(call)
+    except col.CollectorCallError as exc:
+        print(f"edge-node: collector {args.collector}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"edge-node: {exc}", file=sys.stderr)
+        return 2
+
+
+def _summaries(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from edge_node.cloud import collector as col
+
+    tls = _client_tls(args)
+    since_ms = round(args.since * 1000) if args.since is not None else 0
+
+    async def run() -> int:
+        async with col.CollectorClient(args.collector, token=args.token, tls=tls) as client:
+            async for s in client.query_summaries(node_id=args.node or "", since_ms=since_ms):
+                if args.json:
+                    line = json.dumps(col.summary_as_json(s), ensure_ascii=False)
+                else:
+                    start = datetime.fromtimestamp(s.window_start_unix_ms / 1000, UTC)
+                    events = col.summary_as_json(s)["events"]
+                    what = "empty" if s.empty else json.dumps(events, separators=(",", ":"))
+                    line = f"{s.node_id}\t{s.seq}\t{start.isoformat()}\t{s.window_s}s\t{what}"
+                print(line)
+        return 0
+
+    return _collector_call(args, run())
+
+
+def _command(args: argparse.Namespace) -> int:
+    import json
+
+    from edge_node.cloud import collector as col
+
+    try:
+        parsed = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("--args", f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError("--args", "must be a JSON object")
+    tls = _client_tls(args)
+
+    async def run() -> int:
+        async with col.CollectorClient(args.collector, token=args.token, tls=tls) as client:
+            result = await client.send_command(
+                args.node, args.cmd, json.dumps(parsed), timeout_s=args.timeout
+            )
+        print(json.dumps(col.result_as_json(result), ensure_ascii=False))
+        return 0 if result.ok else 1
+
+    return _collector_call(args, run())
+
+
 def _run(cfg: config_mod.Config, banner: bool, audience: int = 0) -> int:
     import uvloop
 
@@ -126,6 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.verb == "token":
             return _token(args)
+        if args.verb == "collector":
+            return _collector(args)
+        if args.verb == "summaries":
+            return _summaries(args)
+        if args.verb == "command":
+            return _command(args)
         if args.verb == "demo":
             base = config_mod.demo_config()
             if args.data_dir:

@@ -67,7 +67,10 @@ class NodeProcess:
 def start_node(tmp: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
     port = free_port()
     rtmp_port = free_port()
+    grpc_port = free_port()
     full_env = {
+        "EDGE_NODE_CLOUD__EMBEDDED_COLLECTOR": f"127.0.0.1:{grpc_port}",
+        "EDGE_NODE_CLOUD__TARGET": f"127.0.0.1:{grpc_port}",
         "EDGE_NODE_INGEST__RTMP_HOST": "127.0.0.1",
         "EDGE_NODE_INGEST__RTMP_PORT": str(rtmp_port),
         **os.environ,

@@ -55,6 +55,9 @@ class Painter:
         self.width, self.height = width, height
         self.text = text
         self.probe_enabled = probe_enabled
+        # Load every font face now (the emoji one takes tens of ms): not on the first
+        # event's path.
+        text.render("中A1❤", 32)
         self._logos: OrderedDict[str, Sprite | None] = OrderedDict()
 
     def prewarm(self, scene: Scene, t: float) -> None:
@@ -203,11 +206,16 @@ class Painter:
         blend(*planes, sprite, x, y, s.opacity)
 
     def _likes(self, planes: Planes, s: Style, likes: LikeCounter, t: float) -> None:
+        # The heart and the number are separate sprites: the number changes with every
+        # like and renders in a fraction of a millisecond; the heart comes from the
+        # (slow) colour emoji font once.
         burst = t < likes.burst_until
-        sprite = self._label(s, f"❤ {likes.total}", rgba=s.highlight_rgba if burst else None)
-        x = self.width - s.safe_margin_px - sprite.width
-        y = self.height - s.safe_margin_px - sprite.height - barcode.CELL_PX
-        blend(*planes, sprite, x, y, s.opacity)
+        heart = self._label(s, "❤")
+        number = self._label(s, str(likes.total), rgba=s.highlight_rgba if burst else None)
+        x = self.width - s.safe_margin_px - number.width
+        y = self.height - s.safe_margin_px - number.height - barcode.CELL_PX
+        blend(*planes, number, x, y, s.opacity)
+        blend(*planes, heart, x - heart.width - 4, y, s.opacity)
 
     def _logo(self, planes: Planes, logo: Logo) -> None:
         sprite = self._logos.get(logo.path)

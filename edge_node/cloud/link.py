@@ -1,0 +1,324 @@
+"""The node's link to the cloud: one bidirectional gRPC stream, dialled out.
+
+Sends Hello, then every stored summary in seq order (a bounded window in flight),
+and the results of commands; receives acks (the collector's highest contiguous seq
+stored, which lets the spool forget), commands (applied through the same engine API
+as the operator's, answered once per command id) and platform events (comments and
+gifts the platform relays, entered as the `platform` role).
+
+Reconnects with the project's jittered backoff; a watchdog rebuilds the channel when
+acks stop while summaries wait (grpcio has had reconnect bugs); keepalive pings at a
+rate the collector accepts; a deadline on every call; TLS, mTLS and a bearer token
+as configured. Protobuf stays at this module's edge: the rest of the node sees
+dicts and our own records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import msgpack
+
+from edge_node import __version__
+from edge_node.backoff import Backoff
+from edge_node.cloud._proto import edge_pb2, edge_pb2_grpc
+from edge_node.cloud.spool_state import Record, SpoolStats
+from edge_node.config import CloudConfig
+from edge_node.metrics import Registry
+
+log = logging.getLogger(__name__)
+
+PROTO_VERSION = 1
+IN_FLIGHT = 256  # summaries sent and not yet acked, at most
+ACK_WATCHDOG_S = 15.0  # summaries waiting and no ack for this long: rebuild the channel
+COMMANDS_REMEMBERED = 1000  # command ids answered, for idempotent retries
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's connection backoff, capped low for a live show.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+
+class SpoolLike(Protocol):
+    def next_batch(self, limit: int) -> list[Record]: ...
+    async def wait_sendable(self) -> None: ...
+    def ack(self, highest_contiguous_seq: int) -> None: ...
+    def on_reconnect(self) -> None: ...
+    def stats(self) -> SpoolStats: ...
+
+
+# Applies a command: (cmd, args) -> result map, raising an exception with `.code`
+# and `.msg` (CommandError) for a refusal.
+ApplyCommand = Callable[[str, dict[str, Any]], dict[str, Any]]
+# Enters a platform event: (type, user, payload) -> None.
+PlatformEventSink = Callable[[str, str, dict[str, Any]], None]
+
+
+def _credentials(cfg: CloudConfig) -> grpc.ChannelCredentials | None:
+    if not cfg.tls:
+        return None
+    root = Path(cfg.tls_ca).read_bytes() if cfg.tls_ca else None
+    key = Path(cfg.tls_key).read_bytes() if cfg.tls_key else None
+    cert = Path(cfg.tls_cert).read_bytes() if cfg.tls_cert else None
+    return grpc.ssl_channel_credentials(
+        root_certificates=root, private_key=key, certificate_chain=cert
+    )
+
+
+class CloudLink:
+    def __init__(
+        self,
+        cfg: CloudConfig,
+        node_id: str,
+        spool: SpoolLike,
+        registry: Registry,
+        apply_command: ApplyCommand,
+        platform_event: PlatformEventSink,
+        backoff: Backoff,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.boot_id = uuid.uuid4().hex
+        self._spool = spool
+        self._apply = apply_command
+        self._platform = platform_event
+        self._backoff = backoff
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._answered: OrderedDict[str, edge_pb2.CommandResult] = OrderedDict()
+        self._results: asyncio.Queue[edge_pb2.CommandResult] = asyncio.Queue(1000)
+        self.connected = False
+        self.last_ack_at = 0.0
+        self.acked_seq = 0
+        self.sent_seq = 0
+        self.last_error: str | None = None
+        registry.gauge(
+            "edge_node_cloud_connected",
+            "1 while the cloud stream is up.",
+            read=lambda: 1.0 if self.connected else 0.0,
+        )
+        registry.gauge(
+            "edge_node_cloud_unacked",
+            "Summaries sent and not yet acked.",
+            read=lambda: float(max(0, self.sent_seq - self.acked_seq)),
+        )
+        registry.gauge(
+            "edge_node_cloud_ack_age_seconds",
+            "Seconds since the last ack.",
+            read=lambda: time.monotonic() - self.last_ack_at if self.last_ack_at else 0.0,
+        )
+        self.c_connects = registry.counter(
+            "edge_node_cloud_connects_total", "Cloud stream attempts, by outcome."
+        )
+        self.c_commands = registry.counter(
+            "edge_node_cloud_commands_total", "Commands from the cloud, by outcome."
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "target": self.cfg.target,
+            "connected": self.connected,
+            "acked_seq": self.acked_seq,
+            "sent_seq": self.sent_seq,
+            "spool_depth": self._spool.stats().depth,
+            "last_error": self.last_error,
+        }
+
+    def wake(self) -> None:
+        """New summaries are stored: send them."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cloud-link")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except (grpc.aio.AioRpcError, OSError, TimeoutError) as exc:
+                self.last_error = _describe(exc)
+                self.c_connects.inc(outcome="error")
+            finally:
+                self.connected = False
+            if time.monotonic() - started > 30:
+                self._backoff.reset()
+            delay = self._backoff.next_delay()
+            log.warning(
+                "cloud link down (%s); retrying in %.1f s",
+                self.last_error,
+                delay,
+                extra={"target": self.cfg.target},
+            )
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        options = KEEPALIVE_OPTIONS
+        creds = _credentials(self.cfg)
+        channel = (
+            grpc.aio.secure_channel(self.cfg.target, creds, options=options)
+            if creds is not None
+            else grpc.aio.insecure_channel(self.cfg.target, options=options)
+        )
+        metadata = (("authorization", f"Bearer {self.cfg.token}"),) if self.cfg.token else ()
+        async with channel:
+            await asyncio.wait_for(channel.channel_ready(), self.cfg.connect_timeout_s)
+            stub = edge_pb2_grpc.EdgeLinkStub(channel)  # type: ignore[no-untyped-call]
+            self._spool.on_reconnect()
+            self.sent_seq = self.acked_seq
+            call = stub.Sync(self._outgoing(), metadata=metadata)
+            self.connected = True
+            self.last_error = None
+            self.c_connects.inc(outcome="ok")
+            self.last_ack_at = time.monotonic()
+            log.info("cloud link up", extra={"target": self.cfg.target})
+            watchdog = asyncio.create_task(self._watchdog(call))
+            try:
+                async for msg in call:
+                    self._on_cloud_message(msg)
+            finally:
+                watchdog.cancel()
+
+    async def _watchdog(self, call: Any) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            waiting = self.sent_seq > self.acked_seq
+            if waiting and time.monotonic() - self.last_ack_at > ACK_WATCHDOG_S:
+                log.warning("no ack for %.0f s: rebuilding the cloud channel", ACK_WATCHDOG_S)
+                call.cancel()
+                return
+
+    async def _outgoing(self) -> AsyncIterator[edge_pb2.NodeMessage]:
+        yield edge_pb2.NodeMessage(
+            hello=edge_pb2.Hello(
+                node_id=self.node_id,
+                boot_id=self.boot_id,
+                version=__version__,
+                proto_version=PROTO_VERSION,
+            )
+        )
+        while True:
+            while not self._results.empty():
+                yield edge_pb2.NodeMessage(command_result=self._results.get_nowait())
+            room = IN_FLIGHT - (self.sent_seq - self.acked_seq)
+            batch = self._spool.next_batch(room) if room > 0 else []
+            for rec in batch:
+                self.sent_seq = max(self.sent_seq, rec.seq)
+                yield edge_pb2.NodeMessage(summary=_summary_of(rec))
+            if not batch and self._results.empty():
+                # Sleep until a summary is stored, a result is due, or an ack frees room.
+                self._wake.clear()
+                sendable = asyncio.ensure_future(self._spool.wait_sendable())
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    {sendable, woken}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                sendable.cancel()
+                woken.cancel()
+
+    def _on_cloud_message(self, msg: edge_pb2.CloudMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "ack":
+            seq = int(msg.ack.highest_contiguous_seq)
+            if seq > self.acked_seq:
+                self.acked_seq = seq
+                self._spool.ack(seq)
+            self.last_ack_at = time.monotonic()
+            self._wake.set()
+        elif kind == "command":
+            self._put_result(self._command(msg.command))
+        elif kind == "platform_event":
+            ev = msg.platform_event
+            try:
+                payload = json.loads(ev.payload_json or "{}")
+                if not isinstance(payload, dict):
+                    raise ValueError("payload_json must be an object")
+                self._platform(ev.type, ev.user, payload)
+            except (ValueError, KeyError) as exc:
+                log.warning("platform event %s refused: %s", ev.event_id, exc)
+
+    def _command(self, cmd: edge_pb2.Command) -> edge_pb2.CommandResult:
+        known = self._answered.get(cmd.command_id)
+        if known is not None:  # a retry: the same answer, not a second application
+            self.c_commands.inc(outcome="duplicate")
+            return known
+        try:
+            args = json.loads(cmd.args_json or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("args_json must be a JSON object")
+            result = self._apply(cmd.cmd, args)
+            answer = edge_pb2.CommandResult(
+                command_id=cmd.command_id, ok=True, result_json=json.dumps(result)
+            )
+            self.c_commands.inc(outcome="ok")
+        except ValueError as exc:
+            answer = edge_pb2.CommandResult(
+                command_id=cmd.command_id, ok=False, error_code="bad_message", error=str(exc)
+            )
+            self.c_commands.inc(outcome="bad_message")
+        except Exception as exc:  # the engine's CommandError (code, msg) or our bug
+            code = str(getattr(exc, "code", "internal"))
+            answer = edge_pb2.CommandResult(
+                command_id=cmd.command_id, ok=False, error_code=code, error=str(exc)
+            )
+            self.c_commands.inc(outcome=code)
+            if code == "internal":
+                log.exception("command %s failed", cmd.cmd)
+        self._answered[cmd.command_id] = answer
+        while len(self._answered) > COMMANDS_REMEMBERED:
+            self._answered.popitem(last=False)
+        return answer
+
+    def _put_result(self, result: edge_pb2.CommandResult) -> None:
+        try:
+            self._results.put_nowait(result)
+        except asyncio.QueueFull:
+            log.error("command result queue full; result for %s not sent", result.command_id)
+        self._wake.set()
+
+
+def _summary_of(rec: Record) -> edge_pb2.Summary:
+    """A spool record on the wire; placeholders (merged, lost) go with their own payload
+    and no window, so the collector still gets every seq."""
+    meta: dict[str, Any] = {}
+    if not rec.is_placeholder:
+        try:
+            decoded = msgpack.unpackb(rec.payload)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            decoded = None
+        meta = decoded if isinstance(decoded, dict) else {}
+    return edge_pb2.Summary(
+        seq=rec.seq,
+        window_start_unix_ms=int(meta.get("start", 0)) * 1000,
+        window_s=int(meta.get("window_s", 1)),
+        payload=rec.payload,
+        empty=bool(meta.get("empty", False)),
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

@@ -251,6 +251,11 @@ def node_env(port: int, extra: dict[str, str]) -> dict[str, str]:
             "EDGE_NODE_NODE__LOG_LEVEL": "warning",
         }
     )
+    # The demo's embedded collector is a HOST:PORT string, not a *port key: give it
+    # (and the link that dials it) a free loopback port too.
+    collector = f"127.0.0.1:{free_loopback_port()}"
+    env["EDGE_NODE_CLOUD__EMBEDDED_COLLECTOR"] = collector
+    env["EDGE_NODE_CLOUD__TARGET"] = collector
     env.update(extra)
     return env
 

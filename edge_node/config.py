@@ -58,8 +58,10 @@ class HttpConfig:
 @dataclass(frozen=True, slots=True)
 class VideoConfig:
     width: int = _key(
-        1280, "Output width in pixels (even; at least the 256 px of the barcode strip).",
-        min=256, max=3840,
+        1280,
+        "Output width in pixels (even; at least the 256 px of the barcode strip).",
+        min=256,
+        max=3840,
     )
     height: int = _key(720, "Output height in pixels (even).", min=32, max=2160)
     fps: int = _key(30, "Output frame rate.", min=1, max=120)
@@ -244,6 +246,13 @@ class InteractionConfig:
     max_connections: int = _key(
         5000, "Open interaction connections in all; more are refused.", min=1, max=1000000
     )
+    max_events_per_s: float = _key(
+        20000.0,
+        "Admission control: events per second the whole node takes; beyond it "
+        "clients get `busy` instead of a growing queue.",
+        min=1.0,
+        max=1e7,
+    )
     idle_timeout_s: float = _key(
         120.0, "Close a connection that sends nothing for this long.", min=5.0, max=86400.0
     )
@@ -252,23 +261,26 @@ class InteractionConfig:
 @dataclass(frozen=True, slots=True)
 class CloudConfig:
     target: str = _key(
-        "", "Collector to dial (host:port); empty = no cloud link. The demo dials its "
-        "embedded collector at 127.0.0.1:50051."
+        "",
+        "Collector to dial (host:port); empty = no cloud link. The demo dials its "
+        "embedded collector at 127.0.0.1:50051.",
     )
     token: str = _key("", "Bearer token the collector expects (never logged).")
     tls: bool = _key(False, "Use TLS to the collector.")
     tls_ca: str = _key("", "CA bundle for the collector's certificate; empty = system roots.")
     tls_cert: str = _key("", "Client certificate for mTLS (PEM).")
     tls_key: str = _key("", "Client key for mTLS (PEM).")
-    connect_timeout_s: float = _key(10.0, "Deadline to establish the stream.", min=0.5,
-                                    max=120.0)
+    connect_timeout_s: float = _key(10.0, "Deadline to establish the stream.", min=0.5, max=120.0)
     window_lateness_s: float = _key(
-        2.0, "How long a one-second window waits for late events before it is sent.",
-        min=0.0, max=60.0,
+        2.0,
+        "How long a one-second window waits for late events before it is sent.",
+        min=0.0,
+        max=60.0,
     )
     embedded_collector: str = _key(
-        "", "Run the reference collector in this process, listening here (the demo: "
-        "127.0.0.1:50051, its database in the data dir); empty = none."
+        "",
+        "Run the reference collector in this process, listening here (the demo: "
+        "127.0.0.1:50051, its database in the data dir); empty = none.",
     )
 
 

@@ -28,10 +28,6 @@ from edge_node.overlay.scene import Scene
 
 log = logging.getLogger(__name__)
 
-# Global admission: beyond this many events per second the node answers `busy`
-# instead of letting work pile up.
-ADMISSION_RATE_PER_S = 20_000.0
-ADMISSION_BURST = 5_000.0
 
 Send = Callable[[bytes | str], None]
 
@@ -61,7 +57,8 @@ class Interactions:
         self._clock = clock
         self.clients: set[Client] = set()
         self._by_user: dict[str, set[Client]] = {}
-        self._admission = TokenBucket(ADMISSION_RATE_PER_S, ADMISSION_BURST)
+        rate = cfg.interaction.max_events_per_s
+        self._admission = TokenBucket(rate, max(1.0, rate / 4))
         self._frame_s = 1.0 / cfg.video.fps
         self._last_publish = -1e9
         self._published_version = -1

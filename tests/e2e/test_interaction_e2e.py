@@ -160,3 +160,43 @@ async def test_data_channel_carries_interactions(node: NodeProcess) -> None:
         assert r["code"] == "bad_message" and r["id"] is None
     finally:
         await viewer.close()
+
+
+async def test_busy_when_the_node_is_saturated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import start_node
+
+    node = start_node(tmp_path, env={"EDGE_NODE_INTERACTION__MAX_EVENTS_PER_S": "1"})
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(ws_url(node, token(node, "dora", "viewer"))) as ws,
+        ):
+            replies = [await call(ws, {"t": "like", "id": f"l{i}", "n": 1}) for i in range(5)]
+        assert replies[0]["t"] == "ack"
+        assert any(r.get("code") == "busy" for r in replies), replies
+    finally:
+        node.stop()
+
+
+async def test_data_channel_without_a_token_is_unauthorized_when_anonymous_is_off(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.conftest import start_node
+
+    node = start_node(tmp_path, env={"EDGE_NODE_INTERACTION__ALLOW_ANONYMOUS": "false"})
+    viewer = WhepViewer(node.url)
+    try:
+        await viewer.connect()
+        await viewer.frame(timeout=15)
+        deadline = time.monotonic() + 5
+        while viewer.events.readyState != "open":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        viewer.events.send(json.dumps({"t": "like", "id": "x1", "n": 1}))
+        r = await asyncio.wait_for(viewer.event_messages.get(), 5)
+        assert r["t"] == "err" and r["code"] == "unauthorized"
+        async with aiohttp.ClientSession() as http, http.get(ws_url(node, None)) as resp:
+            assert resp.status == 401  # and the WebSocket refuses a missing token
+    finally:
+        await viewer.close()
+        node.stop()

@@ -101,6 +101,10 @@ class CloudLink:
         self._task: asyncio.Task[None] | None = None
         self._answered: OrderedDict[str, edge_pb2.CommandResult] = OrderedDict()
         self._results: asyncio.Queue[edge_pb2.CommandResult] = asyncio.Queue(1000)
+        # Numbers the streams: a stream's request generator stops taking results and
+        # summaries once its stream is over (grpc.aio keeps iterating it after the call
+        # ended until a write fails, which would lose what it took).
+        self._stream_no = 0
         self.connected = False
         self.last_ack_at = 0.0
         self.acked_seq = 0
@@ -188,7 +192,8 @@ class CloudLink:
             stub = edge_pb2_grpc.EdgeLinkStub(channel)  # type: ignore[no-untyped-call]
             self._spool.on_reconnect()
             self.sent_seq = self.acked_seq
-            call = stub.Sync(self._outgoing(), metadata=metadata)
+            self._stream_no += 1
+            call = stub.Sync(self._outgoing(self._stream_no), metadata=metadata)
             self.connected = True
             self.last_error = None
             self.c_connects.inc(outcome="ok")
@@ -200,6 +205,7 @@ class CloudLink:
                     self._on_cloud_message(msg)
             finally:
                 watchdog.cancel()
+                self._stream_no += 1  # this stream's generator takes nothing more
 
     async def _watchdog(self, call: Any) -> None:
         while True:
@@ -210,7 +216,7 @@ class CloudLink:
                 call.cancel()
                 return
 
-    async def _outgoing(self) -> AsyncIterator[edge_pb2.NodeMessage]:
+    async def _outgoing(self, stream_no: int) -> AsyncIterator[edge_pb2.NodeMessage]:
         yield edge_pb2.NodeMessage(
             hello=edge_pb2.Hello(
                 node_id=self.node_id,
@@ -219,9 +225,11 @@ class CloudLink:
                 proto_version=PROTO_VERSION,
             )
         )
-        while True:
-            while not self._results.empty():
+        while stream_no == self._stream_no:
+            while stream_no == self._stream_no and not self._results.empty():
                 yield edge_pb2.NodeMessage(command_result=self._results.get_nowait())
+            if stream_no != self._stream_no:
+                return
             room = IN_FLIGHT - (self.sent_seq - self.acked_seq)
             batch = self._spool.next_batch(room) if room > 0 else []
             for rec in batch:
@@ -242,9 +250,11 @@ class CloudLink:
         kind = msg.WhichOneof("kind")
         if kind == "ack":
             seq = int(msg.ack.highest_contiguous_seq)
+            # Every ack goes to the spool, an unchanged one too: the connection's first
+            # ack (sent right after the Hello) is what lets the spool transmit again.
+            self._spool.ack(seq)
             if seq > self.acked_seq:
                 self.acked_seq = seq
-                self._spool.ack(seq)
             self.last_ack_at = time.monotonic()
             self._wake.set()
         elif kind == "command":

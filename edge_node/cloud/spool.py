@@ -22,7 +22,8 @@ covers it. Three layers:
   ``ack`` and ``on_reconnect`` serve the cloud link.
 
 Tables: ``spool(seq INTEGER PRIMARY KEY, kind, created, mergeable, payload, crc32)``
-and ``meta(key, value)`` with node_id, acked_through and last_seq. Rows always cover
+and ``meta(key, value)`` with node_id, acked_through, last_seq and sent_mark (see
+spool_state: records up to it may be at the collector). Rows always cover
 exactly ``acked_through + 1 .. last_seq`` (see spool_state: placeholders keep the seq
 stream free of gaps).
 """
@@ -34,11 +35,13 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import struct
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +49,12 @@ from typing import Any, TypeVar
 
 from edge_node.backoff import Backoff
 from edge_node.cloud.spool_state import (
+    LOST_KIND,
     AckThrough,
     Bounds,
     Delete,
     Effect,
+    MarkSent,
     MergeFn,
     Record,
     SpoolError,
@@ -68,6 +73,8 @@ SCHEMA_VERSION = 1
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL shrinks back to this after checkpoints
 # While commits fail, pending effects are compacted to one row image per seq beyond this.
 RETRY_COMPACT_EFFECTS = 10_000
+# A file cut short is read through a zero-padded copy, when it lacks at most this much.
+MAX_PADDING_BYTES = 256 * 1024 * 1024
 COMMIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066, 0.1, 0.25)
 
 _SCHEMA = """
@@ -120,8 +127,17 @@ class SpoolMetrics:
 
     def __init__(self, registry: Registry) -> None:
         r = registry
-        self.depth = r.gauge("edge_node_spool_depth", "Records held until the cloud acks them.")
-        self.bytes = r.gauge("edge_node_spool_bytes", "Payload bytes held in the spool.")
+        self.state: SpoolState | None = None  # the gauges read it when rendered
+        self.depth = r.gauge(
+            "edge_node_spool_depth",
+            "Records held until the cloud acks them (placeholders included).",
+            lambda: self.state.depth if self.state else 0,
+        )
+        self.bytes = r.gauge(
+            "edge_node_spool_bytes",
+            "Payload bytes held in the spool.",
+            lambda: self.state.bytes if self.state else 0,
+        )
         self.appended = r.counter(
             "edge_node_spool_appended_total", "Records appended and committed to the spool."
         )
@@ -195,6 +211,7 @@ class Loaded:
     records: tuple[Record, ...]
     acked_through: int
     last_seq: int
+    sent_mark: int | None  # None: unknown (every record counts as possibly sent)
     report: LoadReport
 
 
@@ -235,7 +252,8 @@ def _wal_frames_present(wal: Path) -> int:
             frame = 24 + page_size
             if not _wal_header_ok(header) or page_size < 512 or page_size & (page_size - 1):
                 # SQLite ignores the whole WAL: every frame in it is lost.
-                return max(0, -(-(size - 32) // frame)) if page_size >= 512 else 1
+                valid_size = page_size >= 512 and not page_size & (page_size - 1)
+                return max(1, (size - 32) // frame) if valid_size and size > 32 else 1
             count = 0
             while True:
                 head = fh.read(24)
@@ -307,6 +325,55 @@ def _take_row(row: tuple[Any, ...], scan: _Scan) -> None:
     scan.records.append(Record(seq, kind, float(created), payload, bool(mergeable)))
 
 
+def _seq(record: Record) -> int:
+    return record.seq
+
+
+def _open_and_scan(path: Path, scan: _Scan) -> int:
+    """Scan the file; returns the WAL frames SQLite found valid. Raises DatabaseError
+    only when the file cannot be read at all."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        _scan(conn, scan)
+        if mode != "wal":
+            return 0
+        return max(0, int(conn.execute("PRAGMA wal_checkpoint").fetchone()[1]))
+    finally:
+        conn.close()
+
+
+def _scan_padded_copy(path: Path, scan: _Scan) -> bool:
+    """SQLite refuses a file shorter than its header's page count. Scan a copy padded
+    with zero pages instead (the rows on them are then reported unreadable)."""
+    with open(path, "rb") as fh:
+        header = fh.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return False
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    want = int.from_bytes(header[28:32], "big") * page_size
+    size = path.stat().st_size
+    if not size < want <= size + MAX_PADDING_BYTES:
+        return False
+    copy = path.with_name(path.name + ".salvage")
+    extras = (Path(f"{copy}-wal"), Path(f"{copy}-shm"))
+    try:
+        shutil.copyfile(path, copy)
+        if Path(f"{path}-wal").exists():
+            shutil.copyfile(f"{path}-wal", extras[0])
+        with open(copy, "r+b") as fh:
+            fh.truncate(want)
+        _open_and_scan(copy, scan)
+        return True
+    except (sqlite3.DatabaseError, OSError):
+        return False
+    finally:
+        for leftover in (copy, *extras):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
 def _int(value: Any) -> int:
     if isinstance(value, int):
         return value
@@ -351,7 +418,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
 
 
-def _rebuild(path: Path, scan: _Scan, node_id: str, acked: int, last_seq: int, now: float) -> Path:
+def _rebuild(path: Path, scan: _Scan, meta: Mapping[str, Any], now: float) -> Path:
     """Write the intact rows to a fresh file and swap it in; returns the damaged file."""
     tmp = path.with_name(path.name + ".rebuild")
     for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
@@ -364,8 +431,6 @@ def _rebuild(path: Path, scan: _Scan, node_id: str, acked: int, last_seq: int, n
         _create_schema(conn)
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(_INSERT, [_row(r) for r in scan.records])
-        meta = {"schema": SCHEMA_VERSION, "node_id": node_id}
-        meta |= {"acked_through": acked, "last_seq": last_seq}
         conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
         conn.execute("COMMIT")
     finally:
@@ -399,33 +464,31 @@ def load(
     frames_valid = 0
     moved: Path | None = None
     error: str | None = None
-    rebuilt = False
+    rebuilt = unusable = False
 
     if path.exists():
         try:
-            conn = sqlite3.connect(path, isolation_level=None)
-            try:
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                _scan(conn, scan)
-                if mode == "wal":
-                    frames_valid = max(0, conn.execute("PRAGMA wal_checkpoint").fetchone()[1])
-            finally:
-                conn.close()
+            frames_valid = _open_and_scan(path, scan)
         except sqlite3.DatabaseError as exc:
-            error = f"cannot open: {exc}"
             scan = _Scan()
-            try:
-                moved = _move_aside(path, now)
-            except OSError as move_exc:
-                raise SpoolError(
-                    "path", f"{path} is unusable ({exc}) and cannot be moved aside ({move_exc})"
-                ) from None
-            log.error(
-                "spool file unusable, moved aside; starting with an empty spool",
-                extra={"path": str(path), "moved_to": str(moved), "error": str(exc)},
-            )
-            if metrics is not None:
-                metrics.moved_aside.inc()
+            if _scan_padded_copy(path, scan):
+                # A file cut short: SQLite refuses it whole, the copy still reads.
+                scan.problems.insert(0, f"file shorter than its header says ({exc})")
+            else:
+                error = f"cannot open: {exc}"
+                unusable = True
+                try:
+                    moved = _move_aside(path, now)
+                except OSError as move_exc:
+                    raise SpoolError(
+                        "path", f"{path} is unusable ({exc}); moving it aside failed ({move_exc})"
+                    ) from None
+                log.error(
+                    "spool file unusable, moved aside; starting with an empty spool",
+                    extra={"path": str(path), "moved_to": str(moved), "error": str(exc)},
+                )
+                if metrics is not None:
+                    metrics.moved_aside.inc()
     elif Path(f"{path}-wal").exists():
         # A WAL without its database belongs to nothing: keep it for forensics only.
         os.replace(f"{path}-wal", _aside_name(Path(f"{path}-wal"), now))
@@ -440,20 +503,32 @@ def load(
     missing = (last_seq - acked) - len(kept) - accounted
     if missing > 0:
         scan.discard("missing", missing)
+    mark = _int(scan.meta["sent_mark"]) if "sent_mark" in scan.meta else None
     if scan.discarded or scan.problems:
         error = "; ".join(scan.problems) or "damaged rows"
+        meta = {"schema": SCHEMA_VERSION, "node_id": node_id, "acked_through": acked}
+        meta |= {"last_seq": last_seq} | ({} if mark is None else {"sent_mark": mark})
+        # The rewritten file holds a LOST_KIND placeholder for each seq it lost, so it
+        # is complete: the next start finds nothing to report.
+        present = {r.seq for r in kept}
+        fill = [
+            Record(seq, LOST_KIND, 0.0, b"", False)
+            for seq in range(acked + 1, last_seq + 1)
+            if seq not in present
+        ]
         try:
-            moved = _rebuild(path, _Scan(records=kept), node_id, acked, last_seq, now)
+            moved = _rebuild(path, _Scan(records=sorted(kept + fill, key=_seq)), meta, now)
             rebuilt = True
+            kept = sorted(kept + fill, key=_seq)
         except (sqlite3.Error, OSError) as exc:
-            error += f"; rebuild failed: {exc}"
+            error += f"; rebuild failed: {exc}"  # the placeholders are stored later
     previous = scan.meta.get("node_id")
     previous_node_id = str(previous) if previous and node_id and previous != node_id else None
     report = LoadReport(
         path=str(path),
-        records=len(kept),
+        records=sum(1 for r in kept if r.kind != LOST_KIND),
         discarded=dict(scan.discarded),
-        wal_frames_ignored=max(0, frames_present - frames_valid) if moved is None else 0,
+        wal_frames_ignored=0 if unusable else max(0, frames_present - frames_valid),
         rebuilt=rebuilt,
         moved_aside=str(moved) if moved else None,
         error=error,
@@ -461,7 +536,7 @@ def load(
         seconds=time.perf_counter() - started,
     )
     _log_report(report, metrics)
-    return Loaded(tuple(kept), acked, last_seq, report)
+    return Loaded(tuple(kept), acked, last_seq, mark, report)
 
 
 def _log_report(report: LoadReport, metrics: SpoolMetrics | None) -> None:
@@ -508,18 +583,21 @@ class _Batch:
 
 def compact_effects(effects: Sequence[Effect]) -> list[Effect]:
     """The same end state in fewer effects: the last image of each row, one ack."""
-    acked = 0
+    acked = mark = 0
     rows: dict[int, Store | Delete] = {}
     for effect in effects:
         if isinstance(effect, AckThrough):
             acked = max(acked, effect.seq)
             for seq in [s for s in rows if s <= effect.seq]:
                 del rows[seq]
+        elif isinstance(effect, MarkSent):
+            mark = max(mark, effect.seq)
         elif isinstance(effect, Store):
             rows[effect.record.seq] = effect
         else:
             rows[effect.seq] = effect
     out: list[Effect] = [AckThrough(acked)] if acked else []
+    out += [MarkSent(mark)] if mark else []
     out += [rows[s] for s in sorted(rows) if isinstance(rows[s], Delete)]
     out += [rows[s] for s in sorted(rows) if isinstance(rows[s], Store)]
     return out
@@ -562,6 +640,7 @@ class SpoolWriter:
         self._connect_hook = connect_hook
         self._clock = clock
         self._cond = threading.Condition()
+        self._sealed: deque[_Batch] = deque()  # full batches, committed before _open
         self._open: _Batch | None = None
         self._inflight: _Batch | None = None
         self._closing = False
@@ -605,6 +684,9 @@ class SpoolWriter:
             batch.tag = max(batch.tag, tag)
             batch.appends += appends
             if len(batch.effects) >= self.commit_records:
+                # Full: it is committed as it is; later submissions start a new batch.
+                self._sealed.append(batch)
+                self._open = None
                 self._cond.notify()
             return fut
 
@@ -619,6 +701,8 @@ class SpoolWriter:
                 self._open.force = True
                 self._cond.notify()
                 return self._open.futures[-1]
+            if self._sealed:
+                return self._sealed[-1].futures[-1]
             if self._inflight is not None and self._inflight.futures:
                 return self._inflight.futures[-1]
         done: concurrent.futures.Future[int] = concurrent.futures.Future()
@@ -644,7 +728,8 @@ class SpoolWriter:
 
     def status(self) -> dict[str, Any]:
         with self._cond:
-            pending = len(self._open.effects) if self._open else 0
+            pending = sum(len(b.effects) for b in self._sealed)
+            pending += len(self._open.effects) if self._open else 0
         return {
             "healthy": self.healthy,
             "error": self.last_error,
@@ -660,11 +745,7 @@ class SpoolWriter:
         try:
             while True:
                 batch, calls = self._take()
-                for fn, fut in calls:
-                    try:
-                        fut.set_result(fn(self._connect()))
-                    except (sqlite3.Error, OSError) as exc:
-                        fut.set_exception(exc)
+                self._run_calls(calls)
                 if batch is not None:
                     self._commit_until_done(batch)
                 elif not calls:
@@ -677,7 +758,8 @@ class SpoolWriter:
             self.last_error = f"writer crashed: {exc!r}"
             with self._cond:
                 self._closing = True
-                stranded = [self._open, self._inflight]
+                stranded = [*self._sealed, self._open, self._inflight]
+                self._sealed.clear()
                 self._open = None
             for batch in stranded:
                 for fut in batch.futures if batch else ():
@@ -696,6 +778,9 @@ class SpoolWriter:
                 if self._calls:
                     calls, self._calls = self._calls, []
                     return None, calls
+                if self._sealed:
+                    self._inflight = self._sealed.popleft()
+                    return self._inflight, []
                 batch = self._open
                 if batch is not None:
                     now = self._clock()
@@ -715,6 +800,13 @@ class SpoolWriter:
                 else:
                     self._cond.wait()
 
+    def _run_calls(self, calls: list[_Call]) -> None:
+        for fn, fut in calls:
+            try:
+                fut.set_result(fn(self._connect()))
+            except (sqlite3.Error, OSError) as exc:
+                fut.set_exception(exc)
+
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None)
@@ -727,6 +819,7 @@ class SpoolWriter:
                 for key, value in (("schema", SCHEMA_VERSION), ("acked_through", 0)):
                     conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('last_seq', 0)")
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('sent_mark', 0)")
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('node_id', ?)", (self.node_id,))
                 conn.execute("COMMIT")
                 row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
@@ -755,11 +848,17 @@ class SpoolWriter:
                     return
                 deadline = self._clock() + backoff.next_delay()
                 while not self._closing and (left := deadline - self._clock()) > 0:
+                    if self._calls:
+                        break
                     self._cond.wait(left)  # new submissions notify too: keep waiting
+                calls, self._calls = self._calls, []
                 # Later changes must not overtake these: retry them all as one batch.
+                while self._sealed:
+                    batch.absorb(self._sealed.popleft())
                 if self._open is not None:
                     batch.absorb(self._open)
                     self._open = None
+            self._run_calls(calls)  # e.g. an operator's fix, between two attempts
             if len(batch.effects) > RETRY_COMPACT_EFFECTS:
                 batch.effects = compact_effects(batch.effects)
         with self._cond:
@@ -816,6 +915,10 @@ class SpoolWriter:
                 rows = []
             if isinstance(effect, Delete):
                 conn.execute("DELETE FROM spool WHERE seq = ?", (effect.seq,))
+            elif isinstance(effect, MarkSent):
+                conn.execute(
+                    "UPDATE meta SET value = max(value, ?) WHERE key = 'sent_mark'", (effect.seq,)
+                )
             else:
                 conn.execute("DELETE FROM spool WHERE seq <= ?", (effect.seq,))
                 conn.execute(
@@ -879,6 +982,8 @@ class Spool:
         self._batch_cf: concurrent.futures.Future[int] | None = None
         self._batch_af: asyncio.Future[int] | None = None
         self._seen = state.stats()
+        self._seen_events = state.counted_events
+        metrics.state = state
         writer.on_commit = self._committed_threadsafe
         self._submit(0)  # placeholders for what the store lost, if anything
         self._sync_metrics()
@@ -903,7 +1008,12 @@ class Spool:
         metrics = SpoolMetrics(registry)
         loaded = await asyncio.to_thread(load, path, node_id, metrics, clock())
         state = SpoolState.restore(
-            bounds, loaded.records, loaded.acked_through, loaded.last_seq, merge
+            bounds,
+            loaded.records,
+            loaded.acked_through,
+            loaded.last_seq,
+            sent_mark=loaded.sent_mark,
+            merge=merge,
         )
         writer = SpoolWriter(
             path,
@@ -945,8 +1055,12 @@ class Spool:
         return seq
 
     def next_batch(self, limit: int) -> list[Record]:
-        """Stored records to transmit next, in seq order (see SpoolState.next_batch)."""
+        """Stored records to transmit next, in seq order (see SpoolState.next_batch).
+
+        Call it after the connection's first ack; it may return nothing while the sent
+        mark that covers the next records is written (``wait_sendable`` says when)."""
         batch = self.state.next_batch(limit)
+        self._submit(0)
         if not self.state.has_sendable():
             self._sendable.clear()
         return batch
@@ -962,11 +1076,17 @@ class Spool:
         self.state.ack(highest_contiguous_seq)
         self._submit(0)
         self._sync_metrics()
-
-    def on_reconnect(self) -> None:
-        self.state.on_reconnect()
         if self.state.has_sendable():
             self._sendable.set()
+
+    def on_reconnect(self) -> None:
+        """A new connection: after its first ``ack``, everything unacked is resent."""
+        self.state.on_reconnect()
+        self._sendable.clear()
+
+    def on_disconnect(self) -> None:
+        self.state.on_disconnect()
+        self._sendable.clear()
 
     def stats(self) -> SpoolStats:
         return self.state.stats()
@@ -998,8 +1118,10 @@ class Spool:
 
     def _submit(self, appends: int) -> asyncio.Future[int]:
         effects = self.state.take_effects()
-        if not effects and self._batch_af is not None:
-            return self._batch_af
+        if not effects:
+            done = self._loop.create_future()
+            done.set_result(self.state.generation)
+            return done
         cf = self.writer.submit_effects(effects, self.state.generation, appends)
         if cf is not self._batch_cf or self._batch_af is None:
             # One asyncio wrapper per batch, shared by every append waiting on it.
@@ -1009,7 +1131,9 @@ class Spool:
         return self._batch_af
 
     def _committed_threadsafe(self, tag: int) -> None:
-        self._loop.call_soon_threadsafe(self._committed, tag)
+        # A loop that is already closed has nobody left to tell.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._committed, tag)
 
     def _committed(self, tag: int) -> None:
         self.state.on_stored(tag)
@@ -1017,11 +1141,10 @@ class Spool:
             self._sendable.set()
 
     def _sync_metrics(self) -> None:
+        if self.state.counted_events == self._seen_events:
+            return  # the common case, once per append: nothing was merged or acked
+        self._seen_events = self.state.counted_events
         s, seen, m = self.state.stats(), self._seen, self.metrics
-        m.depth.set(s.depth)
-        m.bytes.set(s.bytes)
-        if s == seen:
-            return
         for reason, now_n, then_n in (
             ("bound", s.merged_bound, seen.merged_bound),
             ("age", s.merged_age, seen.merged_age),

@@ -3,8 +3,9 @@
 What goes in: ``append`` (a record from the summaries pipeline), ``ack`` (the
 collector's highest contiguous stored seq), ``next_batch``/``on_reconnect`` (the
 link asking what to transmit), ``on_stored`` (the store saying a batch of effects is
-durable). What comes out: ``take_effects()``, the row changes the store must make
-(``Store``, ``Delete``, ``AckThrough``), applied in order, a group at a time.
+durable). What comes out: ``take_effects()``, the changes the store must make
+(``Store``, ``Delete``, ``AckThrough``, ``MarkSent``), applied in order, each group
+in one transaction.
 This module never reads a clock, touches a file, sleeps or logs.
 
 Sequence numbers. Each record gets the next seq (1, 2, 3, ...), never reused across
@@ -24,6 +25,15 @@ a connection before its first ack (the collector sends one right after the hello
 if the store lost its tail, that ack is how the node learns which seqs the collector
 already holds, and records that would reuse them are renumbered first (``ack``).
 
+The sent mark. Before a record is handed to the link, a ``MarkSent`` covering it is
+committed (write-ahead: ``next_batch`` emits it when the link first asks for the
+record, and hands the record out once it is durable, one group commit later). After
+a restart, records up to the mark may be at the collector: they are never merged or
+renumbered. Records above it were certainly never transmitted (appended during an
+outage, say), so they stay mergeable and can be renumbered safely. The mark covers
+only seqs already assigned, and is written only when the link asks, so records
+appended while the link is down stay mergeable whatever the link does.
+
 When full (``Bounds``: data records, payload bytes, age), in this order:
 
 1. Age: mergeable records older than ``max_age_s`` are merged into the oldest record
@@ -38,12 +48,12 @@ When full (``Bounds``: data records, payload bytes, age), in this order:
 Every merge, overflow and over-bound record is counted in ``stats()``.
 
 Merging only touches records that were never transmitted: a record that may already
-be at the collector is frozen (the collector dedups on (node, seq), so changing it
-would lose the change). Records restored after a restart count as possibly
-transmitted. How payloads merge is the caller's choice (``merge``): the default,
-``merge_counters``, adds msgpack maps of numbers key by key (nested maps too); a
-merge function raises ``MergeConflict`` when two payloads cannot be merged, and the
-pair is then left as it is (counted), never lost.
+be at the collector (at or below the sent mark) is frozen, because the collector
+dedups on (node, seq) and would never see the change. How payloads merge is the
+caller's choice (``merge``): the default, ``merge_counters``, adds msgpack maps of
+numbers key by key (nested maps too); a merge function raises ``MergeConflict`` when
+two payloads cannot be merged, and the pair is then left as it is (counted), never
+lost.
 """
 
 from __future__ import annotations
@@ -141,7 +151,14 @@ class AckThrough:
     seq: int
 
 
-Effect = Store | Delete | AckThrough
+@dataclass(frozen=True, slots=True)
+class MarkSent:
+    """Remember that records up to ``seq`` may be transmitted from now on."""
+
+    seq: int
+
+
+Effect = Store | Delete | AckThrough | MarkSent
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +169,7 @@ class SpoolStats:
     bytes: int  # payload bytes of the data records
     next_seq: int
     acked_through: int
-    highest_sent: int
+    sent_mark: int  # records up to here may be at the collector (frozen)
     appended: int  # counters from here on: since this state was created
     acked: int
     merged_bound: int
@@ -226,7 +243,7 @@ class _Entry:
     def __init__(self, record: Record, gen: int, sent: bool) -> None:
         self.record = record
         self.gen = gen  # effect generation of the latest Store of this row
-        self.sent = sent  # ever handed to the link: frozen from then on
+        self.sent = sent  # covered by the sent mark: frozen from then on
 
 
 class SpoolState:
@@ -238,7 +255,9 @@ class SpoolState:
         self._entries: dict[int, _Entry] = {}  # keys: acked_through+1 .. next_seq-1
         self._next_seq = 1
         self._acked = 0
-        self._highest_sent = 0
+        self._sent_mark = 0  # the highest MarkSent emitted (durable or not)
+        self._durable_mark = 0  # ... and the highest known to be committed
+        self._pending_mark: tuple[int, int] | None = None  # (mark, its generation)
         self._send_from = 1
         self._awaiting_ack = True  # no transmission on a connection before its first ack
         # Unsent mergeable data records per kind, oldest first: the merge candidates.
@@ -261,6 +280,7 @@ class SpoolState:
         records: Iterable[Record],
         acked_through: int,
         last_seq: int = 0,
+        sent_mark: int | None = None,
         merge: MergeFn = merge_counters,
     ) -> SpoolState:
         """The state after a restart, from what the store holds.
@@ -268,27 +288,35 @@ class SpoolState:
         ``last_seq``: the highest seq the store remembers assigning (its meta row); seqs
         continue after it, after ``acked_through`` and after every record. A seq missing
         between ``acked_through`` and the top (a record the store lost) is filled with a
-        LOST_KIND placeholder, stored like any append. Every restored record counts as
-        possibly transmitted already, so none of them is ever merged.
+        LOST_KIND placeholder, stored like any append. ``sent_mark``: the store's
+        durable sent mark; None (unknown) treats every record as possibly transmitted.
         """
         state = cls(bounds, merge)
         state._acked = acked_through
         by_seq = {r.seq: r for r in records if r.seq > acked_through}
         top = max([last_seq, acked_through, *by_seq])
+        mark = top if sent_mark is None else max(min(sent_mark, top), acked_through)
         for seq in range(acked_through + 1, top + 1):
             record = by_seq.get(seq)
             if record is None:
                 state._lost += 1
-                entry = _Entry(Record(seq, LOST_KIND, 0.0, b"", False), 0, True)
+                record = Record(seq, LOST_KIND, 0.0, b"", False)
+                entry = _Entry(record, 0, seq <= mark)
                 state._entries[seq] = entry
                 state._emit_store(entry)
-            else:
-                state._entries[seq] = _Entry(record, 0, True)
-                if not record.is_placeholder:
-                    state._data += 1
-                    state._bytes += len(record.payload)
+                continue
+            sent = seq <= mark
+            state._entries[seq] = _Entry(record, 0, sent)
+            if record.is_placeholder:
+                continue
+            state._data += 1
+            state._bytes += len(record.payload)
+            if not sent and record.kind == OVERFLOW_KIND:
+                state._overflow = seq
+            elif not sent and record.mergeable:
+                state._mergeable.setdefault(record.kind, deque()).append(seq)
         state._next_seq = top + 1
-        state._highest_sent = top
+        state._sent_mark = state._durable_mark = mark
         state._send_from = acked_through + 1
         return state
 
@@ -330,11 +358,12 @@ class SpoolState:
     def ack(self, highest_contiguous_seq: int) -> None:
         """The collector stored every seq up to ``highest_contiguous_seq``.
 
-        Stale acks (not above the last one) change nothing. An ack above everything
-        ever transmitted means the collector holds seqs this node lost (a damaged
-        store, or power loss at durability "os"): seqs not yet transmitted are then
-        renumbered after the ack (counted in ``resequenced``), because the collector
-        would discard them as duplicates of what it already holds.
+        Stale acks (not above the last one) change nothing, except that the first ack
+        of a connection starts transmission. An ack above the sent mark means the
+        collector holds seqs this node lost (a damaged store, or power loss at
+        durability "os"): records never transmitted are then renumbered after the ack
+        (counted in ``resequenced``), because the collector would discard them as
+        duplicates of what it already holds.
         """
         n = highest_contiguous_seq
         if n > MAX_SEQ:
@@ -342,7 +371,7 @@ class SpoolState:
         self._awaiting_ack = False
         if n <= self._acked:
             return
-        if n > self._highest_sent:
+        if n > self._sent_mark:
             self._renumber_after(n)
         for seq in range(self._acked + 1, min(n, self._next_seq - 1) + 1):
             entry = self._entries.pop(seq, None)
@@ -354,7 +383,8 @@ class SpoolState:
         self._acked = n
         self._emit(AckThrough(n))
         self._send_from = max(self._send_from, n + 1)
-        self._highest_sent = max(self._highest_sent, n)
+        self._sent_mark = max(self._sent_mark, n)
+        self._durable_mark = max(self._durable_mark, n)
         if self._overflow is not None and self._overflow <= n:
             self._overflow = None
 
@@ -362,11 +392,19 @@ class SpoolState:
         """Every effect up to ``generation`` (see ``generation``) is durable."""
         if generation > self._durable_gen:
             self._durable_gen = generation
+        pending = self._pending_mark
+        if pending is not None and pending[1] <= generation:
+            self._durable_mark = max(self._durable_mark, pending[0])
+            self._pending_mark = None
 
     def on_reconnect(self) -> None:
         """A new connection: transmit again from the lowest unacked seq, once the
         connection's first ack has arrived."""
         self._send_from = self._acked + 1
+        self._awaiting_ack = True
+
+    def on_disconnect(self) -> None:
+        """The connection is gone: nothing is handed out until the next one's first ack."""
         self._awaiting_ack = True
 
     # --- outputs --------------------------------------------------------------------
@@ -396,19 +434,26 @@ class SpoolState:
             entry = self._entries[seq]
             if entry.gen > self._durable_gen:
                 break
+            if seq > self._durable_mark:
+                if seq > self._sent_mark:
+                    # Write the mark ahead of transmitting; it covers every seq assigned
+                    # so far, and the next call goes on once it is committed.
+                    self._mark_through(end - 1)
+                break
             out.append(entry.record)
-            if not entry.sent:
-                self._mark_sent(entry)
             seq += 1
         self._send_from = seq
         return out
 
     def has_sendable(self) -> bool:
-        """True when ``next_batch`` would return something."""
+        """True when ``next_batch`` would return records, or start the write of the
+        sent mark they wait for."""
         seq = self._send_from
         if self._awaiting_ack or seq >= self._next_seq:
             return False
-        return self._entries[seq].gen <= self._durable_gen
+        if self._entries[seq].gen > self._durable_gen:
+            return False
+        return seq <= self._durable_mark or seq > self._sent_mark
 
     def unacked(self) -> list[Record]:
         """Every row held, placeholders included, in seq order (stored or not yet)."""
@@ -427,6 +472,21 @@ class SpoolState:
         return len(self._entries)
 
     @property
+    def counted_events(self) -> int:
+        """Changes of any counter in ``stats()`` other than ``appended``: a cheap check
+        for adapters that mirror the counters into metrics."""
+        return (
+            self._acked_count
+            + self._merged_bound
+            + self._merged_age
+            + self._overflowed
+            + self._over_bound
+            + self._merge_conflicts
+            + self._resequenced
+            + self._lost
+        )
+
+    @property
     def bytes(self) -> int:
         return self._bytes
 
@@ -438,7 +498,7 @@ class SpoolState:
             bytes=self._bytes,
             next_seq=self._next_seq,
             acked_through=self._acked,
-            highest_sent=self._highest_sent,
+            sent_mark=self._sent_mark,
             appended=self._appended,
             acked=self._acked_count,
             merged_bound=self._merged_bound,
@@ -480,14 +540,28 @@ class SpoolState:
         dq = self._mergeable.get(kind)
         return dq is not None and len(dq) == 1 and dq[0] == seq
 
-    def _mark_sent(self, entry: _Entry) -> None:
+    def _emit_mark(self, seq: int) -> None:
+        self._sent_mark = max(self._sent_mark, seq)
+        self._emit(MarkSent(self._sent_mark))
+        self._pending_mark = (self._sent_mark, self._generation)
+
+    def _mark_through(self, top: int) -> None:
+        """Freeze every record up to ``top`` and write the mark that covers them.
+
+        Invariant: every record at or below the sent mark is frozen."""
+        for seq in range(self._sent_mark + 1, top + 1):
+            entry = self._entries.get(seq)
+            if entry is not None and not entry.sent:
+                self._freeze(entry)
+        self._emit_mark(top)
+
+    def _freeze(self, entry: _Entry) -> None:
         entry.sent = True
         record = entry.record
-        self._highest_sent = max(self._highest_sent, record.seq)
         if record.seq == self._overflow:
             self._overflow = None
         dq = self._mergeable.get(record.kind)
-        if dq and dq[0] == record.seq:  # unsent records form a suffix: it is the oldest
+        if dq and dq[0] == record.seq:  # frozen in seq order: it is the oldest candidate
             dq.popleft()
 
     def _compact_age(self, now: float) -> None:
@@ -560,7 +634,7 @@ class SpoolState:
 
     def _renumber_after(self, n: int) -> None:
         """Give the never-transmitted records seqs n+1, n+2, ... (order kept)."""
-        first = self._highest_sent + 1
+        first = self._sent_mark + 1
         old_seqs = list(range(first, self._next_seq))
         if not old_seqs:
             self._next_seq = max(self._next_seq, n + 1)

@@ -119,6 +119,7 @@ class Engine:
         self.poll_on_screen: str | None = None
         self.likes = 0
         self._like_times: deque[tuple[float, int]] = deque()
+        self._likes_in_window = 0  # the sum of _like_times, kept as it changes
         self._like_burst_until = 0.0
         self.gifts: deque[GiftAlert] = deque(maxlen=GIFT_ALERTS_KEPT)
         self._gift_senders: dict[str, float] = {}
@@ -206,9 +207,10 @@ class Engine:
     def _like(self, msg: Like, now: float) -> list[Effect]:
         self.likes += msg.n
         self._like_times.append((now, msg.n))
+        self._likes_in_window += msg.n
         while self._like_times and self._like_times[0][0] < now - LIKE_BURST_WINDOW_S:
-            self._like_times.popleft()
-        if sum(n for _, n in self._like_times) >= LIKE_BURST_LIKES:
+            self._likes_in_window -= self._like_times.popleft()[1]
+        if self._likes_in_window >= LIKE_BURST_LIKES:
             self._like_burst_until = now + LIKE_BURST_SHOW_S
         self._changed(now)
         self._count("like", "accepted")

@@ -73,6 +73,16 @@ class Interactions:
             "edge_node_engine_handle_seconds", "Engine time per message (decode to effects)."
         )
         registry.gauge(
+            "edge_node_danmaku_on_screen",
+            "Danmaku on screen now.",
+            read=lambda: float(len(engine.board.items())),
+        )
+        registry.gauge(
+            "edge_node_danmaku_queued",
+            "Danmaku waiting for a free lane.",
+            read=lambda: float(engine.board.queued),
+        )
+        registry.gauge(
             "edge_node_interaction_clients",
             "Connected interaction clients.",
             read=lambda: float(len(self.clients)),

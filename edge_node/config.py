@@ -246,6 +246,9 @@ class InteractionConfig:
     max_connections: int = _key(
         5000, "Open interaction connections in all; more are refused.", min=1, max=1000000
     )
+    vote_change_allowed: bool = _key(
+        True, "A viewer may change their vote while the poll is open (else: forbidden)."
+    )
     max_events_per_s: float = _key(
         20000.0,
         "Admission control: events per second the whole node takes; beyond it "

@@ -100,13 +100,12 @@ class Engine:
         self,
         cfg: Config,
         measure: Callable[[str, int], int],
-        vote_change_allowed: bool = True,
     ) -> None:
         self.cfg = cfg
         ic = cfg.interaction
         self.style = Style.from_config(cfg.overlay)
         self.board = DanmakuBoard(self.style, cfg.video.width, cfg.video.height, measure)
-        self.vote_change_allowed = vote_change_allowed
+        self.vote_change_allowed = cfg.interaction.vote_change_allowed
         self._dedup = Dedup(DEDUP_WINDOW)
         self._limits: dict[str, KeyedLimiter[str]] = {
             "comment": KeyedLimiter(ic.comment_rate_per_s, ic.comment_burst, MAX_LIMITER_KEYS),

@@ -139,3 +139,12 @@ def test_announce_and_style_commands() -> None:
     assert r["t"] == "ack" and e.scene(0).style.lanes == 4
     r = reply(e.handle("op", "operator", Command("s2", "overlay.style", {"bogus": 1}), 0))
     assert r["code"] == "bad_message"
+
+
+def test_vote_change_can_be_refused_by_config() -> None:
+    e = engine(vote_change_allowed=False)
+    open_poll(e)
+    assert reply(e.handle("u1", "viewer", Vote("a", "p1", 0), 0.1))["t"] == "ack"
+    r = reply(e.handle("u1", "viewer", Vote("b", "p1", 1), 0.2))
+    assert r["code"] == "forbidden"
+    assert e.polls["p1"].totals() == [1, 0, 0]

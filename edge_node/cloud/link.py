@@ -34,6 +34,7 @@ from edge_node.backoff import Backoff
 from edge_node.cloud._proto import edge_pb2, edge_pb2_grpc
 from edge_node.cloud.spool_state import Record, SpoolStats
 from edge_node.config import CloudConfig
+from edge_node.errors import ProtocolError
 from edge_node.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,12 @@ class CloudLink:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except (grpc.aio.AioRpcError, OSError, TimeoutError) as exc:
+            except (grpc.aio.AioRpcError, OSError, TimeoutError, ProtocolError) as exc:
+                # ProtocolError: the collector sent nonsense (an absurd ack): reconnect.
+                self.last_error = _describe(exc)
+                self.c_connects.inc(outcome="error")
+            except Exception as exc:  # our own bug: say so loudly, keep the link alive
+                log.exception("cloud link failed unexpectedly")
                 self.last_error = _describe(exc)
                 self.c_connects.inc(outcome="error")
             finally:

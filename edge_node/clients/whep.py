@@ -24,6 +24,7 @@ class WhepViewer:
         )
         self.pc = RTCPeerConnection()
         self.location: str | None = None
+        self.delete_status: int | None = None
         self.events = self.pc.createDataChannel("events")
         self.event_messages: asyncio.Queue[Any] = asyncio.Queue()
         self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
@@ -76,9 +77,9 @@ class WhepViewer:
         if self.location is not None:
             async with (
                 aiohttp.ClientSession() as http,
-                http.delete(f"{self.base_url}{self.location}"),
+                http.delete(f"{self.base_url}{self.location}") as resp,
             ):
-                pass
+                self.delete_status = resp.status  # 200, or 404 when already gone
             self.location = None
         await self.pc.close()
 

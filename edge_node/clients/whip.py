@@ -80,6 +80,7 @@ class WhipPublisher:
         self.pc = RTCPeerConnection()
         self.track = CounterTrack(start)
         self.location: str | None = None
+        self.delete_status: int | None = None
         self.status: int | None = None
         self.audio = ToneTrack() if audio else None
 
@@ -113,8 +114,8 @@ class WhipPublisher:
         if self.location is not None:
             async with (
                 aiohttp.ClientSession() as http,
-                http.delete(f"{self.base_url}{self.location}"),
+                http.delete(f"{self.base_url}{self.location}") as resp,
             ):
-                pass
+                self.delete_status = resp.status  # 200, or 404 when already gone
             self.location = None
         await self.pc.close()

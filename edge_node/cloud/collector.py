@@ -151,7 +151,7 @@ class StreamReplaced(CollectorError):
 
 
 class UnsupportedProtoVersion(CollectorError):
-    pass
+    """A node speaks a proto version this collector does not."""
 
 
 class StorageError(CollectorError):
@@ -159,11 +159,11 @@ class StorageError(CollectorError):
 
 
 class CollectorStopping(CollectorError):
-    pass
+    """The collector is shutting down; streams end with UNAVAILABLE."""
 
 
 class Unauthenticated(CollectorError):
-    pass
+    """A missing or wrong bearer token."""
 
 
 _STATUS_OF: tuple[tuple[type[EdgeNodeError], grpc.StatusCode], ...] = (

@@ -250,10 +250,8 @@ def load_or_create_secret(data_dir: Path, *, path: Path | None = None) -> bytes:
     started together agree on one secret.
     """
     target = path if path is not None else secret_path(data_dir)
-    try:
+    if target.exists():
         return _read_secret(target)
-    except FileNotFoundError:
-        pass
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written in full under a temporary name, then linked into place: a reader never
     # sees a half-written secret, and link() fails rather than replace a winner's file.

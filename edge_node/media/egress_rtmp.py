@@ -32,7 +32,6 @@ from edge_node.media.fanout import (
 )
 from edge_node.media.rtmp_client import (
     ClientState,
-    PublishAccepted,
     PublishRefused,
     RtmpClientConnection,
     StatusReceived,
@@ -270,8 +269,6 @@ class RtmpPush:
                     event.code,
                     extra={"url": self.url, "description": self._redact(event.description)},
                 )
-            elif isinstance(event, PublishAccepted):
-                pass  # the caller watches conn.state
         await self._write(writer, conn.data_to_send())
 
     # ---- sending ------------------------------------------------------------------

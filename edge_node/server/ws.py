@@ -92,7 +92,8 @@ def ws_handler(
                 elif frame.type is WSMsgType.ERROR:
                     log.info("websocket closed with error: %s", ws.exception())
         except TimeoutError:
-            pass  # idle: the client sent nothing for interaction.idle_timeout_s
+            # Idle: the client sent nothing for interaction.idle_timeout_s.
+            log.debug("closing an idle websocket", extra={"ip": ip})
         finally:
             interactions.disconnect(client)
             per_ip[ip] -= 1

@@ -364,8 +364,11 @@ def render_both(size: str, n: int, frame_index: int, work: Path) -> tuple[Any, A
     font = find_font()
     wl = comp.Workload.build(width, height, n, TextMeasure(font))
     t = frame_index / comp.FPS
-    compositor = Compositor(Painter(width, height, TextRenderer(font), probe_enabled=False))
-    compositor.set_scene(wl.scene_at(t))
+    painter = Painter(width, height, TextRenderer(font), probe_enabled=False)
+    compositor = Compositor(painter)
+    scene = wl.scene_at(t)
+    compositor.set_scene(scene)
+    painter.prewarm(scene, t)  # as the worker does: text is rendered off the frame path
     frame = av.VideoFrame(width, height, "yuv420p")
     y, u, v = frame_planes(frame)
     y[...], u[...], v[...] = 99, 128, 128  # 0x606060 in limited range, the peer's source

@@ -107,8 +107,11 @@ def main() -> int:
                         pipeline.request_keyframe()
                     elif kind == "scene":
                         scene = Scene.from_wire(msg["scene"])
-                        painter.prewarm(scene, time.monotonic())
+                        # Hand the snapshot over first (a probe or a vote shows on the
+                        # next frame), then render its new comment texts, which the
+                        # compositor draws once they are cached.
                         pipeline.compositor.set_scene(scene)
+                        painter.prewarm(scene, time.monotonic())
                     elif kind == "in_video":
                         pipeline.live.flv_video(int(msg["ts"]), msg["data"])
                     elif kind == "in_h264":

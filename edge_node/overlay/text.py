@@ -303,6 +303,30 @@ class TextRenderer:
         self._store(key, sprite)
         return sprite
 
+    def cached(
+        self,
+        text: str,
+        size_px: int,
+        fill_rgba: Rgba = (255, 255, 255, 255),
+        outline_rgba: Rgba = (0, 0, 0, 255),
+        outline_px: int = 2,
+        shadow: bool = False,
+    ) -> Sprite | None:
+        """The sprite ``render`` would return, if it is cached; never renders."""
+        style = (
+            max(1, int(size_px)),
+            tuple(fill_rgba),
+            tuple(outline_rgba),
+            max(0, int(outline_px)),
+            bool(shadow),
+        )
+        sprite = self._lookup((text, *style))
+        if sprite is None:
+            clean = sanitize(text, self.max_chars)
+            if clean != text:
+                sprite = self._lookup((clean, *style))
+        return sprite
+
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()

@@ -9,6 +9,7 @@ rate. Only the rectangles a widget covers are touched.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -55,6 +56,9 @@ class Painter:
         self.width, self.height = width, height
         self.text = text
         self.probe_enabled = probe_enabled
+        self.uncached_skips = 0
+        # Per thread: the channel thread prewarms while the encode thread paints.
+        self._thread = threading.local()
         # Load every font face now (the emoji one takes tens of ms): not on the first
         # event's path.
         text.render("中A1❤", 32)
@@ -72,7 +76,11 @@ class Painter:
             np.zeros((1, 1), np.uint8),
             np.zeros((1, 1), np.uint8),
         )
-        self._paint(scratch, scene, t, probe=False)
+        self._thread.prewarming = True
+        try:
+            self._paint(scratch, scene, t, probe=False)
+        finally:
+            self._thread.prewarming = False
 
     def paint(self, planes: Planes, scene: Scene, t: float) -> None:
         self._paint(planes, scene, t, probe=self.probe_enabled)
@@ -118,7 +126,17 @@ class Painter:
         x = self.width - d.speed_px_s * (t - d.start)
         if t < d.start or x >= self.width or x + d.width_px <= 0:
             return
-        sprite = self._label(s, d.text, rgba=s.highlight_rgba if d.highlight else s.text_rgba)
+        rgba = s.highlight_rgba if d.highlight else s.text_rgba
+        if getattr(self._thread, "prewarming", False):
+            self._label(s, d.text, rgba=rgba)
+            return
+        sprite = self.text.cached(d.text, s.font_size_px, rgba, s.outline_rgba, outline_px=2)
+        if sprite is None:
+            # Not rendered yet (the channel thread renders new snapshots' text right
+            # after handing them over): a new comment is still entering at the right
+            # edge; it shows from the next frame. Rendering here would stall the frame.
+            self.uncached_skips += 1
+            return
         if x + sprite.width <= 0:
             return
         blend(*planes, sprite, int(x), lane_y(s, self.height, d.lane), s.opacity)

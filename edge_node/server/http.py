@@ -124,6 +124,9 @@ def build_app(
     app.router.add_delete("/whep/{sid}", whep_delete)
     app.router.add_patch("/whep/{sid}", whep_patch)
     app.router.add_get("/ws", ws)
+    close_all = getattr(ws, "close_all", None)
+    if close_all is not None:
+        app.on_shutdown.append(close_all)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app

@@ -37,6 +37,7 @@ def ws_handler(
 ) -> Callable[[web.Request], asyncio.Future[web.StreamResponse]]:
     ic = cfg.interaction
     per_ip: collections.Counter[str] = collections.Counter()
+    open_sockets: set[web.WebSocketResponse] = set()
     ip_rate: KeyedLimiter[str] = KeyedLimiter(ic.ip_rate_per_s, ic.ip_burst, 100_000)
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -63,6 +64,7 @@ def ws_handler(
             max_msg_size=4 * ic.max_message_bytes, heartbeat=30.0, receive_timeout=ic.idle_timeout_s
         )
         await ws.prepare(request)
+        open_sockets.add(ws)
 
         def send(data: bytes | str) -> None:
             if ws.closed:
@@ -95,6 +97,7 @@ def ws_handler(
             # Idle: the client sent nothing for interaction.idle_timeout_s.
             log.debug("closing an idle websocket", extra={"ip": ip})
         finally:
+            open_sockets.discard(ws)
             interactions.disconnect(client)
             per_ip[ip] -= 1
             if per_ip[ip] <= 0:
@@ -102,4 +105,10 @@ def ws_handler(
             await ws.close()
         return ws
 
+    async def close_all(app: web.Application) -> None:
+        """On shutdown: close every WebSocket (going away) so the server stops at once."""
+        for ws in list(open_sockets):
+            await ws.close(code=1001, message=b"node shutting down")
+
+    handle.close_all = close_all  # type: ignore[attr-defined]
     return handle  # type: ignore[return-value]

@@ -74,3 +74,20 @@ def test_sigterm_stops_node_and_worker(tmp_path: Path) -> None:
         not Path(f"/proc/{worker_pid}").exists()
         or "zombie" in Path(f"/proc/{worker_pid}/status").read_text().lower()
     )
+
+
+async def test_sigint_with_open_websockets_stops_promptly(tmp_path: Path) -> None:
+    import asyncio
+
+    import aiohttp
+
+    n = start_node(tmp_path)
+    async with aiohttp.ClientSession() as http:
+        sockets = [await http.ws_connect(n.url.replace("http", "ws") + "/ws") for _ in range(3)]
+        started = time.monotonic()
+        n.proc.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(n.proc.wait, 20) == 0
+        # Open interaction sockets are closed (1001) instead of holding shutdown up.
+        assert time.monotonic() - started < 10
+        for ws in sockets:
+            await ws.close()

@@ -327,7 +327,7 @@ class Node:
     def _summary_health(self) -> dict[str, Any]:
         hub = self.hub
         return {
-            "fps_in": round(hub._fps_in, 2),
+            "fps_in": round(hub.fps_in, 2),
             "viewers": hub.subscribers,
             "worker_restarts": self.supervisor.restarts,
             "encoders": hub.encoders,

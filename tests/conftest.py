@@ -126,3 +126,54 @@ def _loopback_ice() -> None:
     from edge_node.media.egress_whep import restrict_ice_host_addresses
 
     restrict_ice_host_addresses(["127.0.0.1"])
+
+
+def recording_node(tmp: Path) -> NodeProcess:
+    """A demo node that records everything to ``tmp/rec`` in one file per minute."""
+    return start_node(
+        tmp,
+        env={
+            "EDGE_NODE_RECORD__ENABLED": "true",
+            "EDGE_NODE_RECORD__DIR": str(tmp / "rec"),
+            "EDGE_NODE_RECORD__SEGMENT_S": "60",
+        },
+    )
+
+
+def ffmpeg_publish(url: str, video: str, audio: str, seconds: float) -> None:
+    """Publish lavfi ``video`` + ``audio`` sources over RTMP with Debian's ffmpeg CLI
+    (H.264 with a keyframe every second, AAC), in real time, and wait for the end."""
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            video,
+            "-f",
+            "lavfi",
+            "-i",
+            audio,
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            url,
+        ],
+        check=True,
+        timeout=30,
+    )

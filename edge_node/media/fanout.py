@@ -122,7 +122,7 @@ class PacketHub:
         r.gauge(
             "edge_node_frames_in_per_second",
             "Frames produced by the source per second.",
-            read=lambda: self._fps_in,
+            read=lambda: self.fps_in,
         )
         r.gauge(
             "edge_node_frames_out_per_second",
@@ -144,6 +144,11 @@ class PacketHub:
             "Subscribers to the encoded stream (WHEP viewers, ...).",
             read=lambda: float(len(self._subs)),
         )
+
+    @property
+    def fps_in(self) -> float:
+        """Frames per second the source produced, from the worker's last stats."""
+        return self._fps_in
 
     @property
     def subscribers(self) -> int:

@@ -156,10 +156,13 @@ class Interactions:
 
     def _push(self, push: Push) -> None:
         targets = self.clients if push.user is None else self._by_user.get(push.user, set())
+        # Encoded once per framing, not once per client: a tally goes to everyone.
+        encoded: dict[bool, bytes | str] = {}
         for client in list(targets):
-            client.send(
-                messages.encode_reply(push.payload, binary=client.extra.get("binary", False))
-            )
+            binary = bool(client.extra.get("binary", False))
+            if binary not in encoded:
+                encoded[binary] = messages.encode_reply(push.payload, binary=binary)
+            client.send(encoded[binary])
 
     def _after_input(self, now: float) -> None:
         self._schedule_publish(now)

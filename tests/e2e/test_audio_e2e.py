@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_node.clients.whep import WhepViewer
-from tests.conftest import NodeProcess, start_node
+from tests.conftest import NodeProcess, ffmpeg_publish, recording_node
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -71,48 +71,13 @@ async def test_rtmp_aac_reaches_whep_viewer_as_opus(node: NodeProcess) -> None:
 
 def test_recording_carries_the_input_audio(tmp_path: Path) -> None:
     rec_dir = tmp_path / "rec"
-    node = start_node(
-        tmp_path,
-        env={
-            "EDGE_NODE_RECORD__ENABLED": "true",
-            "EDGE_NODE_RECORD__DIR": str(rec_dir),
-            "EDGE_NODE_RECORD__SEGMENT_S": "60",
-        },
-    )
+    node = recording_node(tmp_path)
     try:
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=640x360:rate=30",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "4",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-g",
-                "30",
-                "-c:a",
-                "aac",
-                "-f",
-                "flv",
-                f"{node.rtmp_url}/demo",
-            ],
-            check=True,
-            timeout=30,
+        ffmpeg_publish(
+            f"{node.rtmp_url}/demo",
+            "testsrc2=size=640x360:rate=30",
+            "sine=frequency=440:sample_rate=48000",
+            4,
         )
     finally:
         node.stop()

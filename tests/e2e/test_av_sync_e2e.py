@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from tests.conftest import start_node
+from tests.conftest import ffmpeg_publish, recording_node
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -44,49 +43,16 @@ def onsets(path: Path) -> tuple[list[float], list[float]]:
 
 def test_flashes_and_beeps_stay_in_sync(tmp_path: Path) -> None:
     rec = tmp_path / "rec"
-    node = start_node(
-        tmp_path,
-        env={
-            "EDGE_NODE_RECORD__ENABLED": "true",
-            "EDGE_NODE_RECORD__DIR": str(rec),
-            "EDGE_NODE_RECORD__SEGMENT_S": "60",
-        },
-    )
+    node = recording_node(tmp_path)
     try:
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
+        ffmpeg_publish(
+            f"{node.rtmp_url}/demo",
+            (
                 "color=c=black:s=640x360:r=30,drawbox=x=0:y=0:w=640:h=360:c=white:t=fill"
-                ":enable='lt(mod(t\\,1)\\,0.1)'",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=1000:sample_rate=48000:beep_factor=4",
-                "-t",
-                "6",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-g",
-                "30",
-                "-c:a",
-                "aac",
-                "-f",
-                "flv",
-                f"{node.rtmp_url}/demo",
-            ],
-            check=True,
-            timeout=30,
+                ":enable='lt(mod(t\\,1)\\,0.1)'"
+            ),
+            "sine=frequency=1000:sample_rate=48000:beep_factor=4",
+            6,
         )
     finally:
         node.stop()

@@ -8,6 +8,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from edge_node.backoff import Backoff
 from edge_node.cloud import collector as collector_mod
 from edge_node.cloud.link import CloudLink
 from edge_node.cloud.spool import Spool
-from edge_node.cloud.summaries import SummaryWindows
+from edge_node.cloud.summaries import SummaryWindows, merge_spooled
 from edge_node.config import Config
 from edge_node.interaction.audience import AudienceModel
 from edge_node.interaction.auth import (
@@ -48,6 +49,7 @@ from edge_node.media.supervisor import WorkerSupervisor
 from edge_node.metrics import Registry
 from edge_node.overlay.measure import TextMeasure
 from edge_node.overlay.text import find_font, log_missing_scripts
+from edge_node.procstats import CpuMeter, ProcSample, sample
 from edge_node.server.http import build_app
 from edge_node.server.realtime import Client, Interactions
 from edge_node.server.ws import ws_handler
@@ -115,6 +117,11 @@ class Node:
             "Decode errors of the live input (this worker).",
             read=lambda: float(self._worker_stats.get("live_decode_errors", 0)),
         )
+        self._process_gauges("control", lambda: sample())
+        self._process_gauges(
+            "worker", lambda: sample(self.supervisor.pid) if self.supervisor.pid else None
+        )
+        self._cpu = CpuMeter()
         self.rtmp: RtmpListener | None = None
         if cfg.ingest.rtmp_port:
             self.rtmp = RtmpListener(
@@ -296,9 +303,10 @@ class Node:
             self.collector = await collector_mod.serve(
                 cfg.cloud.embedded_collector, Path(cfg.node.data_dir) / "collector.db"
             )
-        self.spool = await Spool.from_config(cfg, self.registry)
+        self.spool = await Spool.from_config(cfg, self.registry, merge=merge_spooled)
         self.windows = SummaryWindows(1, cfg.cloud.window_lateness_s)
         self.interactions.record = lambda rec: self.windows.add(rec, time.time())
+        self.hub.on_event_latency = lambda s: self.windows.add_latency(s, time.time(), time.time())
         if cfg.cloud.target:
             self.link = CloudLink(
                 cfg.cloud,
@@ -317,22 +325,42 @@ class Node:
         assert self.spool is not None
         while True:
             await asyncio.sleep(0.25)
-            for summary in self.windows.close_due(time.time(), self._summary_health()):
+            closed = self.windows.close_due(
+                time.time(), self._summary_health(), self.engine.summary_state()
+            )
+            for summary in closed:
                 payload = msgpack.packb(summary.to_payload(), use_bin_type=True)
-                # Summaries are never merged away: a window may hold gifts or votes.
-                await self.spool.append("summary", payload, mergeable=False)
+                # Mergeable: when the spool is full, neighbouring windows join into one
+                # (counts add: no gift, vote or entry is lost; see merge_spooled).
+                await self.spool.append("summary", payload, mergeable=True)
                 if self.link is not None:
                     self.link.wake()
 
     def _summary_health(self) -> dict[str, Any]:
         hub = self.hub
+        cores, rss = self._cpu.cores([None, self.supervisor.pid], time.monotonic())
         return {
             "fps_in": round(hub.fps_in, 2),
             "viewers": hub.subscribers,
             "worker_restarts": self.supervisor.restarts,
             "encoders": hub.encoders,
             "spool_depth": self.spool.stats().depth if self.spool else 0,
+            "cpu_cores": None if cores is None else round(cores, 3),
+            "rss_mib": round(rss / 2**20, 1),
         }
+
+    def _process_gauges(self, proc: str, read: Callable[[], ProcSample | None]) -> None:
+        """CPU seconds and RSS of one process (0 while a worker is being restarted)."""
+        self.registry.gauge(
+            f"edge_node_{proc}_cpu_seconds",
+            f"User + system CPU seconds of the {proc} process (since it started).",
+            read=lambda: s.cpu_s if (s := read()) is not None else 0.0,
+        )
+        self.registry.gauge(
+            f"edge_node_{proc}_resident_bytes",
+            f"Resident memory of the {proc} process.",
+            read=lambda: float(s.rss_bytes) if (s := read()) is not None else 0.0,
+        )
 
     def _platform_event(self, kind: str, user: str, payload: dict[str, Any]) -> None:
         """Comments and gifts the platform relays: entered as the `platform` role."""

@@ -16,6 +16,13 @@ windows whose end plus the allowed lateness has passed, oldest first, as frozen
 
 Duplicates never reach this module: the engine acks a repeated (user, id) without
 applying it, and only applied events are recorded here.
+
+Besides counts, a window carries the interaction latencies observed in it (a
+histogram in milliseconds), the moderation and anti-cheat actions taken, and, at
+close, the state of votes, PK and lottery and the node's health. ``merge_payloads``
+joins two consecutive windows into one (the spool uses it when it is full, and
+``rollup`` builds 10 s / 60 s views from the 1 s windows): counts add, nothing is
+dropped, the result is flagged ``merged``.
 """
 
 from __future__ import annotations
@@ -23,12 +30,19 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
+
+from edge_node.cloud.spool_state import MergeConflict, merge_counters
 
 MAX_GAP_S = 60.0  # more empty windows than this in a row means the clock jumped
 MAX_COUNT = 1_000_000  # a single event claiming more than this is clipped
 TOP_WORDS = 10
+# Upper bounds (ms) of the per-window latency histogram; the last bucket is "inf".
+LATENCY_BOUNDS_MS: tuple[int, ...] = (10, 20, 35, 50, 75, 100, 150, 200, 500, 1000)
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[^\W_]{2,}|\d+", re.UNICODE)
@@ -70,6 +84,9 @@ class Summary:
     gift_value: int
     flags: tuple[str, ...] = ()
     health: dict[str, Any] = field(default_factory=dict)
+    latency_ms: dict[str, int] = field(default_factory=dict)  # bucket bound -> count
+    actions: dict[str, dict[str, int]] = field(default_factory=dict)  # {source: {action: n}}
+    state: dict[str, Any] = field(default_factory=dict)  # votes, PK, lottery at close
 
     @property
     def empty(self) -> bool:
@@ -87,8 +104,20 @@ class Summary:
             "gift_value": self.gift_value,
             "flags": list(self.flags),
             "health": self.health,
+            "latency_ms": self.latency_ms,
+            "actions": self.actions,
+            "state": self.state,
             "empty": self.empty,
         }
+
+
+def latency_bucket(seconds: float) -> str:
+    """The histogram key for a latency: the smallest bound (ms) it fits under."""
+    ms = seconds * 1000.0
+    for bound in LATENCY_BOUNDS_MS:
+        if ms <= bound:
+            return str(bound)
+    return "inf"
 
 
 @dataclass
@@ -100,6 +129,8 @@ class _Window:
     likes: int = 0
     gift_value: int = 0
     flags: set[str] = field(default_factory=set)
+    latency: Counter[str] = field(default_factory=Counter)
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class SummaryWindows:
@@ -141,6 +172,29 @@ class SummaryWindows:
             window.likes += self._clip(window, rec.likes)
             window.gift_value += self._clip(window, rec.gift_value)
 
+    def _window_for(self, t_wall: float, now: float) -> _Window:
+        """The open window for ``t_wall``; the current one when that was already sent."""
+        start = self._start_of(t_wall)
+        if (self._next_start is not None and start < self._next_start) or t_wall > now + 1:
+            start = self._start_of(now)
+        if self._next_start is None:
+            self._next_start = start
+        return self._open.setdefault(start, _Window(start))
+
+    def add_latency(self, seconds: float, t_wall: float, now: float) -> None:
+        """An interaction's event-to-frame latency, counted in the window it ended in."""
+        self._check_clock(now)
+        window = self._window_for(t_wall, now)
+        if not 0.0 <= seconds < 3600.0:  # a clock step, not a latency
+            window.flags.add("clipped")
+            seconds = min(max(seconds, 0.0), 3600.0)
+        window.latency[latency_bucket(seconds)] += 1
+
+    def add_action(self, source: str, action: str, t_wall: float, now: float) -> None:
+        """A moderation or anti-cheat action (``source`` moderation|anticheat|review)."""
+        self._check_clock(now)
+        self._window_for(t_wall, now).actions[(source, action)] += 1
+
     @staticmethod
     def _clip(window: _Window, value: int) -> int:
         if 0 <= value <= MAX_COUNT:
@@ -164,8 +218,17 @@ class SummaryWindows:
             ):
                 self._next_start = min([start, *self._open])
 
-    def close_due(self, now: float, health: dict[str, Any] | None = None) -> list[Summary]:
-        """Windows finished ``lateness_s`` ago, oldest first, gaps filled with empty ones."""
+    def close_due(
+        self,
+        now: float,
+        health: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> list[Summary]:
+        """Windows finished ``lateness_s`` ago, oldest first, gaps filled with empty ones.
+
+        ``health`` and ``state`` are readings taken now, given to every window closed
+        by this call (they describe the node as the windows close, not as they opened).
+        """
         self._check_clock(now)
         if self._next_start is None:
             self._next_start = self._start_of(now)
@@ -173,14 +236,17 @@ class SummaryWindows:
         while self._next_start + self.window_s + self.lateness_s <= now:
             start = self._next_start
             window = self._open.pop(start, None) or _Window(start)
-            out.append(self._summary(window, health or {}))
+            out.append(self._summary(window, health or {}, state or {}))
             self._next_start = start + self.window_s
         return out
 
-    def _summary(self, w: _Window, health: dict[str, Any]) -> Summary:
+    def _summary(self, w: _Window, health: dict[str, Any], state: dict[str, Any]) -> Summary:
         events: dict[str, dict[str, int]] = {}
         for (kind, outcome), n in sorted(w.events.items()):
             events.setdefault(kind, {})[outcome] = n
+        actions: dict[str, dict[str, int]] = {}
+        for (source, action), n in sorted(w.actions.items()):
+            actions.setdefault(source, {})[action] = n
         return Summary(
             start=w.start,
             window_s=self.window_s,
@@ -191,4 +257,96 @@ class SummaryWindows:
             gift_value=w.gift_value,
             flags=tuple(sorted(w.flags)),
             health=health,
+            latency_ms=dict(sorted(w.latency.items())),
+            actions=actions,
+            state=state,
         )
+
+
+# --- joining windows: the spool's merge when full, and roll-ups ------------------------
+
+
+def _add_nested(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        if key in out and isinstance(out[key], Mapping) and isinstance(value, Mapping):
+            out[key] = _add_nested(out[key], value)
+        elif key in out and isinstance(value, int) and isinstance(out[key], int):
+            out[key] = out[key] + value
+        else:
+            out[key] = value
+    return out
+
+
+def merge_payload_maps(older: Mapping[str, Any], newer: Mapping[str, Any]) -> dict[str, Any]:
+    """Join two summary payloads into one covering both windows (and what lies between).
+
+    Counts add; top words are recounted from both lists; ``unique_users`` becomes the
+    larger of the two (a lower bound: the same user may be in both), flagged
+    ``merged``; health and state are the newer window's (they are readings, not counts).
+    """
+    a, b = dict(older), dict(newer)
+    if a.get("start", 0) > b.get("start", 0):
+        a, b = b, a
+    start = int(a.get("start", 0))
+    end = max(start + int(a.get("window_s", 1)), int(b["start"]) + int(b.get("window_s", 1)))
+    words: Counter[str] = Counter()
+    for w, n in [*a.get("top_words", []), *b.get("top_words", [])]:
+        words[str(w)] += int(n)
+    flags = set(a.get("flags", [])) | set(b.get("flags", [])) | {"merged"}
+    events = _add_nested(a.get("events", {}), b.get("events", {}))
+    return {
+        "start": start,
+        "window_s": end - start,
+        "events": events,
+        "unique_users": max(int(a.get("unique_users", 0)), int(b.get("unique_users", 0))),
+        "top_words": [[w, n] for w, n in words.most_common(TOP_WORDS)],
+        "likes": int(a.get("likes", 0)) + int(b.get("likes", 0)),
+        "gift_value": int(a.get("gift_value", 0)) + int(b.get("gift_value", 0)),
+        "flags": sorted(flags),
+        "health": b.get("health", {}) or a.get("health", {}),
+        "latency_ms": _add_nested(a.get("latency_ms", {}), b.get("latency_ms", {})),
+        "actions": _add_nested(a.get("actions", {}), b.get("actions", {})),
+        "state": b.get("state", {}) or a.get("state", {}),
+        "empty": not events,
+    }
+
+
+def merge_payloads(older: bytes, newer: bytes) -> bytes:
+    """``merge_payload_maps`` on msgpack bytes (the spool's representation)."""
+    a = msgpack.unpackb(older, raw=False, strict_map_key=False)
+    b = msgpack.unpackb(newer, raw=False, strict_map_key=False)
+    if not isinstance(a, dict) or not isinstance(b, dict) or "start" not in b:
+        raise ValueError("a summary payload is a msgpack map with a start")
+    return msgpack.packb(merge_payload_maps(a, b), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def rollup(payloads: Iterable[Mapping[str, Any]], span_s: int) -> list[dict[str, Any]]:
+    """Roll 1 s windows (payload maps, any order) up into ``span_s`` windows.
+
+    Each output window starts at a multiple of ``span_s`` and is the merge of the
+    windows that start inside it (flagged ``merged`` when it joined more than one).
+    Windows of one node only: merging two nodes' windows would add their health.
+    """
+    if span_s < 1:
+        raise ValueError("span_s must be at least 1")
+    groups: dict[int, dict[str, Any]] = {}
+    for p in sorted(payloads, key=lambda p: int(p.get("start", 0))):
+        key = int(p.get("start", 0)) // span_s * span_s
+        if key in groups:
+            groups[key] = merge_payload_maps(groups[key], p)
+        else:
+            groups[key] = dict(p)
+    for key, g in groups.items():
+        g["start"], g["window_s"] = key, span_s
+    return [groups[k] for k in sorted(groups)]
+
+
+def merge_spooled(kind: str, older: bytes, newer: bytes) -> bytes:
+    """The spool's merge function: summaries join as windows, other kinds add as counters."""
+    if kind != "summary":
+        return merge_counters(kind, older, newer)
+    try:
+        return merge_payloads(older, newer)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MergeConflict(kind, str(exc)) from None

@@ -402,6 +402,15 @@ class Engine:
             changed_at=self.changed_at,
         )
 
+    def summary_state(self) -> dict[str, Any]:
+        """Votes, PK and lottery as the one-second summaries report them (small maps)."""
+        polls = {
+            p.poll: {"totals": p.totals(), "closed": p.closed}
+            for p in self.polls.values()
+            if not p.closed or p.poll == self.poll_on_screen
+        }
+        return {"polls": polls} if polls else {}
+
     def take_pushes(self) -> list[Push]:
         """State pushes produced by commands (mute notices), for the adapter to send."""
         pushes, self._pushes = self._pushes, []

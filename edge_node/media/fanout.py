@@ -104,6 +104,8 @@ class PacketHub:
             "From an interaction event's arrival to the first encoded frame showing it.",
         )
         self._recent_event_s: collections.deque[float] = collections.deque(maxlen=1000)
+        # Told every event-to-frame latency (the summaries' per-window histogram).
+        self.on_event_latency: Callable[[float], None] | None = None
         self._last_latency_check = 0.0
         self.h_fanout = r.histogram(
             "edge_node_capture_to_fanout_seconds",
@@ -246,6 +248,8 @@ class PacketHub:
 
     def _observe_event_latency(self, seconds: float, now: float) -> None:
         self.h_event.observe(seconds)
+        if self.on_event_latency is not None:
+            self.on_event_latency(seconds)
         self._recent_event_s.append(seconds)
         if now - self._last_latency_check >= LATENCY_CHECK_S and len(self._recent_event_s) >= 20:
             self._last_latency_check = now

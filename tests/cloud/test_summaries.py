@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import itertools
 
+import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_node.cloud.summaries import EventRecord, SummaryWindows, words_of
+from edge_node.cloud.spool_state import MergeConflict
+from edge_node.cloud.summaries import (
+    EventRecord,
+    SummaryWindows,
+    merge_spooled,
+    rollup,
+    words_of,
+)
 
 
 def ev(
@@ -81,3 +90,98 @@ def test_every_event_is_counted_once_in_contiguous_windows(
     counted = sum(n for s in out for o in s.events.values() for n in o.values())
     assert counted == len(gaps)
     assert all(b.start - a.start == 1 for a, b in itertools.pairwise(out))
+
+
+# --- latency, actions, state; merging and roll-ups --------------------------------------
+
+
+def test_a_window_carries_latencies_actions_and_the_state_at_close() -> None:
+    w = SummaryWindows(window_s=1, lateness_s=0.5)
+    w.add(ev(100.1), now=100.1)
+    w.add_latency(0.004, t_wall=100.2, now=100.2)
+    w.add_latency(0.045, t_wall=100.3, now=100.3)
+    w.add_latency(0.250, t_wall=100.4, now=100.4)
+    w.add_action("moderation", "block", t_wall=100.5, now=100.5)
+    w.add_action("moderation", "block", t_wall=100.6, now=100.6)
+    w.add_action("anticheat", "mute", t_wall=100.6, now=100.6)
+    [s] = w.close_due(now=101.6, state={"polls": {"p": {"totals": [1, 2], "closed": False}}})
+    assert s.latency_ms == {"10": 1, "50": 1, "500": 1}
+    assert s.actions == {"anticheat": {"mute": 1}, "moderation": {"block": 2}}
+    assert s.state["polls"]["p"]["totals"] == [1, 2]
+    payload = s.to_payload()
+    assert payload["latency_ms"] == s.latency_ms and payload["actions"] == s.actions
+
+
+def test_an_absurd_latency_is_clipped_and_flagged_not_dropped() -> None:
+    w = SummaryWindows(window_s=1, lateness_s=0.5)
+    w.add_latency(-3.0, t_wall=100.2, now=100.2)
+    [s] = w.close_due(now=101.6)
+    assert s.latency_ms == {"10": 1} and "clipped" in s.flags
+
+
+def _payload(start: int, comments: int, likes: int, gifts: int, users: int) -> dict[str, object]:
+    events = {"comment": {"accepted": comments}} if comments else {}
+    if gifts:
+        events["gift"] = {"accepted": gifts}
+    return {
+        "start": start,
+        "window_s": 1,
+        "events": events,
+        "unique_users": users,
+        "top_words": [["666", comments]] if comments else [],
+        "likes": likes,
+        "gift_value": gifts * 10,
+        "flags": [],
+        "health": {"fps_in": float(start)},
+        "latency_ms": {"50": comments},
+        "actions": {},
+        "state": {"polls": {"p": {"totals": [start, 0]}}},
+        "empty": not events,
+    }
+
+
+windows = st.lists(
+    st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(0, 5), st.integers(0, 20)),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(windows, st.sampled_from([1, 2, 10, 60]))
+@settings(max_examples=100, deadline=None)
+def test_rollups_and_merges_keep_every_count(rows: list[tuple[int, ...]], span: int) -> None:
+    payloads = [_payload(1000 + i, *row) for i, row in enumerate(rows)]
+    rolled = rollup(payloads, span)
+    assert [r["start"] % span for r in rolled] == [0] * len(rolled)
+    assert [r["start"] for r in rolled] == sorted({p["start"] // span * span for p in payloads})  # type: ignore[operator]
+
+    def total(ps: list[dict[str, object]], key: str) -> int:
+        return sum(int(p[key]) for p in ps)  # type: ignore[call-overload]
+
+    def events(ps: list[dict[str, object]], kind: str) -> int:
+        return sum(p["events"].get(kind, {}).get("accepted", 0) for p in ps)  # type: ignore[attr-defined]
+
+    for key in ("likes", "gift_value"):
+        assert total(rolled, key) == total(payloads, key)
+    for kind in ("comment", "gift"):
+        assert events(rolled, kind) == events(payloads, kind)
+    # The spool's merge is the same join, pairwise on bytes.
+    merged = msgpack.packb(payloads[0])
+    for p in payloads[1:]:
+        merged = merge_spooled("summary", merged, msgpack.packb(p))
+    m = msgpack.unpackb(merged, strict_map_key=False)
+    assert m["start"] == 1000 and m["window_s"] == len(payloads)
+    assert m["likes"] == total(payloads, "likes")
+    assert m["gift_value"] == total(payloads, "gift_value")
+    assert m["unique_users"] == max(int(p["unique_users"]) for p in payloads)  # type: ignore[call-overload]
+    assert m["state"] == payloads[-1]["state"]  # a reading: the newest wins
+    if len(payloads) > 1:
+        assert "merged" in m["flags"]
+
+
+def test_the_spool_merge_refuses_a_payload_that_is_not_a_summary() -> None:
+    with pytest.raises(MergeConflict):
+        merge_spooled("summary", msgpack.packb({"start": 1}), msgpack.packb([1, 2]))
+    # Other kinds keep the counter merge.
+    out = merge_spooled("likes", msgpack.packb({"n": 1}), msgpack.packb({"n": 2}))
+    assert msgpack.unpackb(out) == {"n": 3}

@@ -3,8 +3,8 @@ a real collector process (``python -m edge_node collector``), both on loopback.
 
 - outage: the collector down for ~8 s under a steady event load; afterwards every
   one-second window is at the collector exactly once, in order, none missing;
-- crash: the node kill -9'd (with its worker) at random moments, restarted on the same
-  data dir: every summary its spool had stored reaches the collector unchanged, seqs
+- crash: the node kill -9'd (with its worker) 20 times at random moments, restarted on
+  the same data dir: every summary its spool had stored reaches the collector unchanged, seqs
   run 1..N without a gap and are never reused;
 - commands from the collector's API to the engine and back, with malformed, unknown
   and duplicate commands (deduplicated by the collector, and by the node itself when
@@ -16,8 +16,8 @@ a real collector process (``python -m edge_node collector``), both on loopback.
 - a stalled (SIGSTOPped) collector: the video of a WHEP viewer never stalls, the node's
   memory stays bounded, and the summaries catch up afterwards.
 
-The 20-kill loop and the model-based test of the spool live with the spool's own tests
-(tests/cloud); these tests check the wiring of the real processes.
+The model-based test of the spool and a kill -9 loop of a bare spooling process live
+with the spool's own tests (tests/cloud); these tests check the real processes.
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def test_node_killed_repeatedly_loses_no_stored_summary_and_never_reuses_a_seq(
     collector = collector_proc(tmp_path, cleanup)
     stored: dict[int, bytes] = {}  # every summary a dead node's spool held
     highest_assigned = 0
-    kills = 5
+    kills = 20  # the issue asks for at least 20 kills in a loop
     # Windows close 0.5 s after their end, so each life spools a few of them.
     more = {"cloud__window_lateness_s": "0.5"}
     for life in range(kills):
@@ -338,7 +338,7 @@ def test_node_killed_repeatedly_loses_no_stored_summary_and_never_reuses_a_seq(
         frozen = life % 2 == 1
         if frozen:
             os.kill(collector.pid, signal.SIGSTOP)
-        time.sleep(rng.uniform(1.5, 4.5))
+        time.sleep(rng.uniform(0.7, 3.0))
         hard_kill(node)
         if frozen:
             os.kill(collector.pid, signal.SIGCONT)

@@ -4,6 +4,7 @@ stops them. Nothing else constructs stages or reaches for globals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -383,6 +384,53 @@ class Node:
                 self.interactions.submit(claims, msg)
 
     async def stop(self) -> None:
+        """Drain within ``node.shutdown_deadline_s``, then stop whatever is left hard.
+
+        Order: stop taking input (publishers, the simulated audience), spool the last
+        summaries (the current window cut short and flagged ``partial``), give the
+        cloud link what is left of half the deadline to deliver them, then close the
+        viewers, the push, the recording and the worker. What the link did not deliver
+        stays in the spool and goes out after the next start.
+        """
+        deadline = time.monotonic() + self.cfg.node.shutdown_deadline_s
+        log.info("edge-node stopping", extra={"deadline_s": self.cfg.node.shutdown_deadline_s})
+        try:
+            await asyncio.wait_for(self._drain(deadline), max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            log.error(
+                "shutdown drain passed its deadline; stopping the rest now",
+                extra={"deadline_s": self.cfg.node.shutdown_deadline_s},
+            )
+        await self._stop_rest()
+        log.info("edge-node stopped")
+
+    async def _drain(self, deadline: float) -> None:
+        if self._audience_task is not None:
+            self._audience_task.cancel()
+        if self.rtmp is not None:
+            await self.rtmp.stop()
+        await self.whip.close_all()
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._summary_task
+            self._summary_task = None
+        if self.spool is not None:
+            for summary in self.windows.flush(
+                time.time(), self._summary_health(), self.engine.summary_state()
+            ):
+                payload = msgpack.packb(summary.to_payload(), use_bin_type=True)
+                await self.spool.append("summary", payload, mergeable=True)
+            if self.link is not None and self.link.connected:
+                self.link.wake()
+                grace = time.monotonic() + (deadline - time.monotonic()) / 2
+                while self.spool.stats().depth > 0 and time.monotonic() < grace:
+                    await asyncio.sleep(0.05)
+        self.interactions.close()
+        await self.whep.close_all()
+
+    async def _stop_rest(self) -> None:
+        """Idempotent: what the drain did not reach (or everything, after a timeout)."""
         if self._audience_task is not None:
             self._audience_task.cancel()
         if self._summary_task is not None:
@@ -405,7 +453,6 @@ class Node:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.supervisor.stop()
-        log.info("edge-node stopped")
 
 
 async def serve(cfg: Config, banner: bool = False, audience: int = 0) -> None:

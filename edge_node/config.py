@@ -47,6 +47,15 @@ class NodeConfig:
     log_format: str = _key(
         "json", "Log format: one JSON object per line, or plain text.", choices=("json", "text")
     )
+    shutdown_deadline_s: float = _key(
+        10.0,
+        "On SIGTERM/SIGINT: seconds to drain (stop ingest, spool the last summaries, let the "
+        "link deliver, close viewers) before the rest is stopped hard. Service managers "
+        "should wait a little longer than this (systemd TimeoutStopSec, k8s "
+        "terminationGracePeriodSeconds).",
+        min=1.0,
+        max=300.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,6 +240,26 @@ class SummaryWindows:
             self._next_start = start + self.window_s
         return out
 
+    def flush(
+        self,
+        now: float,
+        health: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> list[Summary]:
+        """At shutdown: every window up to and including the current one, without
+        waiting for lateness. The current window is cut short and flagged ``partial``
+        (the next process may send the rest of that second as another window)."""
+        out = self.close_due(now, health, state)
+        assert self._next_start is not None  # close_due anchored it
+        end = max([self._start_of(now), *self._open])
+        while self._next_start <= end:
+            start = self._next_start
+            window = self._open.pop(start, None) or _Window(start)
+            window.flags.add("partial")
+            out.append(self._summary(window, health or {}, state or {}))
+            self._next_start = start + self.window_s
+        return out
+
     def _summary(self, w: _Window, health: dict[str, Any], state: dict[str, Any]) -> Summary:
         events: dict[str, dict[str, int]] = {}
         for (kind, outcome), n in sorted(w.events.items()):

@@ -185,3 +185,15 @@ def test_the_spool_merge_refuses_a_payload_that_is_not_a_summary() -> None:
     # Other kinds keep the counter merge.
     out = merge_spooled("likes", msgpack.packb({"n": 1}), msgpack.packb({"n": 2}))
     assert msgpack.unpackb(out) == {"n": 3}
+
+
+def test_flush_at_shutdown_closes_every_window_and_flags_the_current_one_partial() -> None:
+    w = SummaryWindows(window_s=1, lateness_s=2.0)
+    w.add(ev(100.5), now=100.5)
+    w.add(ev(102.3, kind="like", likes=3), now=102.3)
+    assert w.close_due(now=102.4) == []  # nothing is due yet: lateness
+    out = w.flush(now=102.4)
+    assert [s.start for s in out] == [100, 101, 102]
+    assert out[0].events == {"comment": {"accepted": 1}} and "partial" in out[2].flags
+    assert out[2].likes == 3 and out[1].empty
+    assert w.close_due(now=110.0)[0].start == 103  # and the windows go on from there

@@ -51,6 +51,10 @@ KEEPALIVE_OPTIONS = [
     # gRPC's connection backoff, capped low for a live show.
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # A rebuilt channel must open a new connection: with gRPC's global subchannel
+    # pool it would reuse the old one, which is exactly what the watchdog gave up on
+    # (found by the fault proxy: a black-holed connection was never replaced).
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 
@@ -209,6 +213,12 @@ class CloudLink:
             try:
                 async for msg in call:
                     self._on_cloud_message(msg)
+            except asyncio.CancelledError:
+                if not watchdog.done() or watchdog.cancelled():
+                    raise
+                raise ProtocolError(
+                    "acks", f"none for {ACK_WATCHDOG_S:.0f} s while summaries waited"
+                ) from None
             finally:
                 watchdog.cancel()
                 self._stream_no += 1  # this stream's generator takes nothing more
@@ -259,9 +269,12 @@ class CloudLink:
             # Every ack goes to the spool, an unchanged one too: the connection's first
             # ack (sent right after the Hello) is what lets the spool transmit again.
             self._spool.ack(seq)
-            if seq > self.acked_seq:
-                self.acked_seq = seq
-            self.last_ack_at = time.monotonic()
+            if seq > self.acked_seq or self.sent_seq <= self.acked_seq:
+                # Progress (or nothing outstanding) feeds the watchdog; a repeated ack
+                # while summaries wait does not: a stream that lost messages in transit
+                # keeps acking the same seq forever and must be rebuilt.
+                self.last_ack_at = time.monotonic()
+            self.acked_seq = max(self.acked_seq, seq)
             self._wake.set()
         elif kind == "command":
             self._put_result(self._command(msg.command))

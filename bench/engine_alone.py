@@ -130,7 +130,8 @@ def run(
     seed: int = 1,
 ) -> EngineRun:
     """One engine-alone run (CPU-bound: a few seconds for 100k events)."""
-    from edge_node.interaction.engine import Engine, Reply
+    from edge_node.interaction.effects import Reply
+    from edge_node.interaction.engine import Engine
     from edge_node.overlay.measure import TextMeasure
     from edge_node.overlay.text import find_font
 

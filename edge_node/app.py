@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -24,7 +25,9 @@ from edge_node.cloud.link import CloudLink
 from edge_node.cloud.spool import Spool
 from edge_node.cloud.summaries import SummaryWindows, merge_spooled
 from edge_node.config import Config
+from edge_node.errors import ConfigError
 from edge_node.interaction.audience import AudienceModel
+from edge_node.interaction.audit import AuditLog
 from edge_node.interaction.auth import (
     ROLES,
     AuthError,
@@ -38,6 +41,7 @@ from edge_node.interaction.auth import (
 )
 from edge_node.interaction.engine import Engine
 from edge_node.interaction.messages import Comment, Gift, Message, encode_reply, err
+from edge_node.interaction.moderation import Moderation, ReviewQueue, WordList, WordListError
 from edge_node.media import rtmp
 from edge_node.media.egress_rtmp import RtmpPush
 from edge_node.media.egress_whep import WhepEndpoint, WhepSession, restrict_ice_host_addresses
@@ -85,7 +89,16 @@ class Node:
         self._audiences = node_audiences(cfg.auth.audience, cfg.node.id)
         self._rng = random.Random()
         self.font_path = find_font(cfg.overlay.font_path or None, config_key="overlay.font_path")
-        self.engine = Engine(cfg, TextMeasure(self.font_path))
+        self.audit, self.moderation = _open_moderation(cfg)
+        self.engine = Engine(
+            cfg,
+            TextMeasure(self.font_path),
+            moderation=self.moderation,
+            random_bytes=secrets.token_bytes,
+        )
+        self.engine.wall_offset = time.time() - time.monotonic()
+        self._words_mtime = _mtime(cfg.moderation.words_file)
+        self._moderation_task: asyncio.Task[None] | None = None
         self.interactions = Interactions(cfg, self.engine, self.registry, self.supervisor.set_scene)
         self.audience = AudienceModel(audience, self._rng) if audience else None
         self._audience_task: asyncio.Task[None] | None = None
@@ -320,6 +333,27 @@ class Node:
             )
             await self.link.start()
         self._summary_task = asyncio.create_task(self._run_summaries(), name="summaries")
+        self._moderation_task = asyncio.create_task(self._run_moderation(), name="moderation")
+
+    async def _run_moderation(self) -> None:
+        """Once a second: fsync the audit log, follow the wall clock, and reload the word
+        list when its file changed (a bad file is logged and the old list kept)."""
+        path = self.cfg.moderation.words_file
+        while True:
+            await asyncio.sleep(1.0)
+            self.audit.sync()
+            self.engine.wall_offset = time.time() - time.monotonic()
+            mtime = _mtime(path)
+            if not path or mtime == self._words_mtime:
+                continue
+            self._words_mtime = mtime
+            try:
+                words = await asyncio.to_thread(WordList.from_file, path)
+            except (WordListError, OSError) as exc:
+                log.error("word list not reloaded, the old one stays: %s", exc)
+                continue
+            count = self.moderation.set_words(words, "file", time.time(), source=path)
+            log.info("word list reloaded", extra={"path": path, "count": count})
 
     async def _run_summaries(self) -> None:
         """Close the windows that are due, spool them (each awaits its commit)."""
@@ -329,6 +363,8 @@ class Node:
             closed = self.windows.close_due(
                 time.time(), self._summary_health(), self.engine.summary_state()
             )
+            for source, action in self.engine.take_actions():
+                self.windows.add_action(source, action, time.time(), time.time())
             for summary in closed:
                 payload = msgpack.packb(summary.to_payload(), use_bin_type=True)
                 # Mergeable: when the spool is full, neighbouring windows join into one
@@ -433,6 +469,9 @@ class Node:
         """Idempotent: what the drain did not reach (or everything, after a timeout)."""
         if self._audience_task is not None:
             self._audience_task.cancel()
+        if self._moderation_task is not None:
+            self._moderation_task.cancel()
+        self.audit.close()
         if self._summary_task is not None:
             self._summary_task.cancel()
         if self.link is not None:
@@ -453,6 +492,33 @@ class Node:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.supervisor.stop()
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return Path(path).stat().st_mtime if path else None
+    except OSError:
+        return None
+
+
+def _open_moderation(cfg: Config) -> tuple[AuditLog, Moderation]:
+    """The audit log (held comments come back from it) and the word list of the config;
+    a word list that does not load stops the start, naming the key."""
+    mc = cfg.moderation
+    path = Path(mc.audit_path) if mc.audit_path else Path(cfg.node.data_dir) / "audit.jsonl"
+    audit = AuditLog(path, fsync=mc.audit_fsync)  # type: ignore[arg-type]
+    moderation = Moderation(audit, review=ReviewQueue(mc.review_capacity))
+    held = moderation.restore(audit.read(), time.time())
+    if held:
+        log.info("comments still held for review", extra={"held": held})
+    if mc.words_file:
+        try:
+            moderation.set_words(
+                WordList.from_file(mc.words_file), "config", time.time(), mc.words_file
+            )
+        except (WordListError, OSError) as exc:
+            raise ConfigError("moderation.words_file", str(exc)) from None
+    return audit, moderation
 
 
 async def serve(cfg: Config, banner: bool = False, audience: int = 0) -> None:

@@ -271,6 +271,31 @@ class InteractionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ModerationConfig:
+    words_file: str = _key(
+        "",
+        "Word list loaded at start and re-read when the file changes (no restart): "
+        "*.json as the words.set command's list, otherwise one ACTION<TAB>PATTERN a line "
+        "(ACTION block|mask|hold; # comments). Empty: start with no list (words.set sets one).",
+    )
+    review_capacity: int = _key(
+        500,
+        "Comments held for review at most; when full the oldest expires (audited).",
+        min=1,
+        max=100000,
+    )
+    audit_path: str = _key(
+        "", "Append-only audit log (JSON lines); empty = <node.data_dir>/audit.jsonl."
+    )
+    audit_fsync: str = _key(
+        "batch",
+        "Audit log durability: every line is flushed at once (a crash of the process loses "
+        "nothing); 'batch' fsyncs about once a second, 'write' after every line.",
+        choices=("batch", "write"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class CloudConfig:
     target: str = _key(
         "",
@@ -359,6 +384,7 @@ class Config:
     bench: BenchConfig = field(default_factory=BenchConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     interaction: InteractionConfig = field(default_factory=InteractionConfig)
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
 

@@ -14,6 +14,7 @@ feature. Every message with an id gets exactly one ``ack`` or ``err``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,12 @@ from typing import Any
 
 from edge_node.config import Config
 from edge_node.interaction import auth
+from edge_node.interaction.audit import MemoryAudit
+from edge_node.interaction.autoreply import AutoReplies
+from edge_node.interaction.coupons import CouponDrops
+from edge_node.interaction.effects import CommandError, Effect, Push, Reply
+from edge_node.interaction.effects import arg as _arg
+from edge_node.interaction.lottery import Lotteries
 from edge_node.interaction.messages import (
     Command,
     Comment,
@@ -34,11 +41,14 @@ from edge_node.interaction.messages import (
     ack,
     err,
 )
+from edge_node.interaction.moderation import Moderation, ReviewError, WordListError
+from edge_node.interaction.pk import Pks
 from edge_node.interaction.ratelimit import Dedup, KeyedLimiter
 from edge_node.overlay.lanes import DanmakuBoard
 from edge_node.overlay.scene import (
     GiftAlert,
     LikeCounter,
+    Pinned,
     Scene,
     Style,
     Ticker,
@@ -55,30 +65,6 @@ STATE_PUSH_INTERVAL_S = 0.2  # pushed vote tallies, at most this often
 DEDUP_WINDOW = 100_000
 MAX_LIMITER_KEYS = 100_000
 ANNOUNCE_DEFAULT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """To the sender of the message being handled."""
-
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Push:
-    """State for clients: ``user`` None means everyone connected."""
-
-    payload: dict[str, Any]
-    user: str | None = None
-
-
-Effect = Reply | Push
-
-
-class CommandError(Exception):
-    def __init__(self, code: str, msg: str) -> None:
-        super().__init__(msg)
-        self.code, self.msg = code, msg
 
 
 @dataclass
@@ -100,8 +86,26 @@ class Engine:
         self,
         cfg: Config,
         measure: Callable[[str, int], int],
+        *,
+        moderation: Moderation | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        """``measure(text, font_px)`` gives a text's width (the lane allocator's);
+        ``moderation`` holds the word list, review queue and audit log (in memory when
+        not given); ``random_bytes`` seeds lottery draws (the OS's CSPRNG by default)."""
         self.cfg = cfg
+        self.moderation = moderation or Moderation(MemoryAudit(maxlen=10_000))
+        self._random_bytes = random_bytes
+        # Wall clock = now + wall_offset: for the audit log and summaries only (the
+        # adapter sets it; the engine's own timing is all on the monotonic ``now``).
+        self.wall_offset = 0.0
+        self.lotteries = Lotteries()
+        self.pks = Pks()
+        self.coupons = CouponDrops()
+        self.autoreplies = AutoReplies()
+        self._feature_versions = self._versions()
+        # (source, action) of each moderation / anti-cheat action, for the summaries.
+        self._actions: list[tuple[str, str]] = []
         ic = cfg.interaction
         self.style = Style.from_config(cfg.overlay)
         self.board = DanmakuBoard(self.style, cfg.video.width, cfg.video.height, measure)
@@ -139,6 +143,17 @@ class Engine:
             "poll.open": self._cmd_poll_open,
             "poll.close": self._cmd_poll_close,
             "overlay.style": self._cmd_style,
+            "lottery.open": lambda u, a, n: self.lotteries.open(a, n, self._random_bytes(32)),
+            "lottery.draw": lambda u, a, n: self.lotteries.draw(a, n),
+            "pk.open": lambda u, a, n: self.pks.open(a, n),
+            "pk.close": lambda u, a, n: self.pks.close(a, n),
+            "autoreply.set": lambda u, a, n: self.autoreplies.set(a, n),
+            "coupon.open": lambda u, a, n: self.coupons.open(a, n),
+            "coupon.close": lambda u, a, n: self.coupons.close(a, n),
+            "words.set": self._cmd_words_set,
+            "review.list": lambda u, a, n: self.moderation.review_list(),
+            "review.approve": self._cmd_review_approve,
+            "review.reject": self._cmd_review_reject,
         }
 
     # ---- the entry point ------------------------------------------------------------
@@ -170,6 +185,7 @@ class Engine:
             raise CommandError("unknown_target", f"unknown command '{cmd}'")
         result = handler(user, args, now)
         self._count("command", "accepted")
+        self._features_changed(now)
         return result
 
     def _dispatch(self, user: str, role: str, msg: Message, now: float) -> list[Effect]:
@@ -187,21 +203,49 @@ class Engine:
             result = self.command(user, msg.cmd, msg.args, now)
             return [Reply(ack(msg.id, result=result)), *self.take_pushes()]
         if isinstance(msg, Join):
-            raise WireError("unknown_target", f"no open lottery '{msg.lottery}'", msg.id)
+            return self._join(user, msg, now)
         raise WireError("bad_message", f"unhandled message type {msg.TYPE}", msg.id)
 
     # ---- features -------------------------------------------------------------------
 
     def _comment(self, user: str, msg: Comment, now: float) -> list[Effect]:
-        until = self.muted.get(user, 0.0)
-        if user in self.muted and (until is None or until > now):
+        if self._is_muted(user, now):
             raise WireError("forbidden", "you are muted", msg.id)
+        decision = self.moderation.check(user, msg.id, msg.text, now + self.wall_offset)
+        if decision.action != "accept":
+            self._actions.append(("moderation", decision.action))
+        if decision.action == "block":
+            raise WireError("blocked", "refused by the room's word list", msg.id)
+        if decision.action == "hold":
+            raise WireError("held", f"held for review (item {decision.item})", msg.id)
+        text = decision.text_out  # masked spans are *** already
         highlight = self._gift_senders.get(user, -1e9) + GIFT_PRIORITY_S > now
-        outcome = self.board.add(msg.id, msg.text, now, highlight=highlight)
+        outcome = self.board.add(msg.id, text, now, highlight=highlight)
         if outcome in ("shown", "merged"):
             self._changed(now)
-        self._count("comment", "accepted")
-        return [Reply(ack(msg.id))]
+        # The comment as shown takes part in what listens to comments: lottery and
+        # coupon keywords, PK side picks, auto-reply rules.
+        self.lotteries.on_comment(user, text, now)
+        self.pks.on_comment(user, text, now)
+        self.coupons.on_comment(user, text, now)
+        self.autoreplies.on_comment(user, text, now, msg.id)
+        self._features_changed(now)
+        self._count("comment", "masked" if decision.masked else "accepted")
+        reply = ack(msg.id, masked=True) if decision.masked else ack(msg.id)
+        return [Reply(reply), *self.take_pushes()]
+
+    def _join(self, user: str, msg: Join, now: float) -> list[Effect]:
+        entered = self.lotteries.join(user, msg.lottery, now, not self._is_muted(user, now))
+        self._features_changed(now)
+        self._count("join", "accepted" if entered else "duplicate")
+        reply = ack(msg.id) if entered else ack(msg.id, duplicate=True)
+        return [Reply(reply), *self.take_pushes()]
+
+    def _is_muted(self, user: str, now: float) -> bool:
+        if user not in self.muted:
+            return False
+        until = self.muted[user]
+        return until is None or until > now
 
     def _like(self, msg: Like, now: float) -> list[Effect]:
         self.likes += msg.n
@@ -216,6 +260,11 @@ class Engine:
         return [Reply(ack(msg.id))]
 
     def _vote(self, user: str, msg: Vote, now: float) -> list[Effect]:
+        if self.pks.is_pk(msg.poll):
+            self.pks.pick(user, msg.poll, msg.option, now, not self._is_muted(user, now))
+            self._features_changed(now)
+            self._count("vote", "accepted")
+            return [Reply(ack(msg.id)), *self.take_pushes()]
         poll = self.polls.get(msg.poll)
         if poll is None or poll.closed:
             raise WireError("unknown_target", f"no open poll '{msg.poll}'", msg.id)
@@ -234,7 +283,9 @@ class Engine:
     def _gift(self, user: str, msg: Gift, now: float) -> list[Effect]:
         self.gifts.append(GiftAlert(msg.id, user, msg.gift, msg.n, now))
         self._gift_senders[user] = now
+        self.pks.on_gift(user, msg.gift, msg.n, now)
         self._changed(now)
+        self._features_changed(now)
         self._count("gift", "accepted")
         return [Reply(ack(msg.id))]
 
@@ -262,6 +313,7 @@ class Engine:
         seconds = _arg(args, "seconds", (int, float, type(None)), None)
         until = None if seconds is None else now + float(seconds)
         self.muted[target] = until
+        self.lotteries.disqualify(target)  # a muted user never wins
         self._pushes.append(
             Push(
                 {
@@ -327,6 +379,30 @@ class Engine:
         self._changed(now)
         return {}
 
+    def _cmd_words_set(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        try:
+            return self.moderation.words_set(args, user, now + self.wall_offset)
+        except WordListError as exc:
+            raise CommandError("bad_message", str(exc)) from None
+
+    def _cmd_review_approve(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        try:
+            held = self.moderation.approve(args.get("item"), user, now + self.wall_offset)
+        except ReviewError as exc:
+            raise CommandError("unknown_target", str(exc)) from None
+        self._actions.append(("review", "approve"))
+        if self.board.add(held.msg_id or held.item, held.text, now) in ("shown", "merged"):
+            self._changed(now)
+        return {}
+
+    def _cmd_review_reject(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        try:
+            self.moderation.reject(args.get("item"), user, now + self.wall_offset)
+        except ReviewError as exc:
+            raise CommandError("unknown_target", str(exc)) from None
+        self._actions.append(("review", "reject"))
+        return {}
+
     # ---- time -----------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Effect]:
@@ -347,8 +423,11 @@ class Engine:
         if self.ticker is not None and self.ticker.until is not None and now >= self.ticker.until:
             self.ticker = None
             self._changed(now)
+        for feature in (self.lotteries, self.pks, self.autoreplies):
+            feature.tick(now)
+        self._features_changed(now)
         effects: list[Effect] = [*self.take_pushes()]
-        if self._dirty_polls and now - self._last_state_push >= STATE_PUSH_INTERVAL_S:
+        if self._dirty_polls and now >= self._last_state_push + STATE_PUSH_INTERVAL_S:
             for poll_id in sorted(self._dirty_polls):
                 poll = self.polls[poll_id]
                 effects.append(
@@ -375,6 +454,10 @@ class Engine:
         if self._like_burst_until > now:
             times.append(self._like_burst_until)
         times += [u for u in self.muted.values() if u is not None]
+        for feature in (self.lotteries, self.pks, self.autoreplies):
+            t = feature.next_timer(now)
+            if t is not None:
+                times.append(t)
         return min(times) if times else None
 
     # ---- scene ----------------------------------------------------------------------
@@ -390,11 +473,18 @@ class Engine:
                 tuple(poll.totals()),
                 None if poll.closed else poll.ends_at,
             )
+        pinned: tuple[Pinned, ...] = self.autoreplies.pinned(now)
+        banner = self.pks.banner(now)
+        if banner is not None:
+            pinned = (*pinned, banner)
         return Scene(
             version=self.version,
             style=self.style,
             danmaku=self.board.items(),
+            pinned=pinned,
             vote=vote,
+            pk=self.pks.bar(now),
+            lottery=self.lotteries.banner(now),
             gifts=tuple(self.gifts),
             ticker=self.ticker,
             likes=LikeCounter(self.likes, self._like_burst_until) if self.likes else None,
@@ -409,12 +499,40 @@ class Engine:
             for p in self.polls.values()
             if not p.closed or p.poll == self.poll_on_screen
         }
-        return {"polls": polls} if polls else {}
+        state: dict[str, Any] = {"polls": polls} if polls else {}
+        pk = self.pks.current
+        if pk is not None:
+            state["pk"] = pk.result()
+        lotteries = self.lotteries.status()
+        if lotteries:
+            state["lotteries"] = lotteries
+        drops = self.coupons.status()
+        if drops:
+            state["coupons"] = drops
+        return state
+
+    def take_actions(self) -> list[tuple[str, str]]:
+        """(source, action) of the moderation and review actions since the last call."""
+        actions, self._actions = self._actions, []
+        return actions
 
     def take_pushes(self) -> list[Push]:
-        """State pushes produced by commands (mute notices), for the adapter to send."""
+        """State pushes produced by commands and features (mute notices, lottery
+        entries, coupon codes, PK sides, auto-replies), for the adapter to send."""
         pushes, self._pushes = self._pushes, []
+        for feature in (self.lotteries, self.pks, self.coupons, self.autoreplies):
+            pushes += feature.take_pushes()
         return pushes
+
+    def _versions(self) -> tuple[int, ...]:
+        return (self.lotteries.version, self.pks.version, self.autoreplies.version)
+
+    def _features_changed(self, now: float) -> None:
+        """A feature changed what is on screen (banner, bar, pinned reply): new scene."""
+        versions = self._versions()
+        if versions != self._feature_versions:
+            self._feature_versions = versions
+            self._changed(now)
 
     def published(self) -> None:
         """The adapter sent the current scene: later changes start a new latency clock."""
@@ -427,16 +545,3 @@ class Engine:
 
     def _count(self, kind: str, outcome: str) -> None:
         self.outcomes[(kind, outcome)] += 1
-
-
-def _arg(args: Mapping[str, Any], name: str, types: Any, default: Any = ...) -> Any:
-    if name not in args:
-        if default is ...:
-            raise CommandError("bad_message", f"args.{name}: required")
-        return default
-    value = args[name]
-    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise CommandError("bad_message", f"args.{name}: wrong type bool")
-    if not isinstance(value, types):
-        raise CommandError("bad_message", f"args.{name}: wrong type {type(value).__name__}")
-    return value

@@ -20,7 +20,8 @@ from edge_node.cloud.summaries import EventRecord
 from edge_node.config import Config
 from edge_node.interaction import messages
 from edge_node.interaction.auth import Claims
-from edge_node.interaction.engine import Engine, Push, Reply
+from edge_node.interaction.effects import Push, Reply
+from edge_node.interaction.engine import Engine
 from edge_node.interaction.messages import Comment, Gift, Like, Message, WireError
 from edge_node.interaction.ratelimit import TokenBucket
 from edge_node.metrics import Registry
@@ -93,6 +94,11 @@ class Interactions:
     def connect(self, client: Client) -> None:
         self.clients.add(client)
         self._by_user.setdefault(client.claims.user, set()).add(client)
+        # A coupon code is the user's to keep: a reconnecting viewer gets it again.
+        binary = bool(client.extra.get("binary", False))
+        for drop, code in self.engine.coupons.codes_for(client.claims.user):
+            state = {"t": "state", "coupon": drop, "code": code}
+            client.send(messages.encode_reply(state, binary=binary))
 
     def disconnect(self, client: Client) -> None:
         self.clients.discard(client)

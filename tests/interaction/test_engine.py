@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_node import config
-from edge_node.interaction.engine import Engine, Push, Reply
+from edge_node.interaction.effects import Push, Reply
+from edge_node.interaction.engine import Engine
 from edge_node.interaction.messages import Command, Comment, Gift, Like, Probe, Vote
 
 

@@ -195,9 +195,8 @@ class Painter:
         if lot.winners is not None:
             text = "🎉 " + ", ".join(lot.winners) if lot.winners else "no entrants"
         else:
-            text = (
-                f"send「{lot.keyword}」to join · {lot.entrants} in · {_countdown(lot.ends_at, t)}"
-            )
+            how = f"send「{lot.keyword}」to join" if lot.keyword else "press Join to enter"
+            text = f"{how} · {lot.entrants} in · {_countdown(lot.ends_at, t)}"
         sprite = self._label(s, text, size)
         x = s.safe_margin_px
         y = self.height - s.safe_margin_px - 2 * barcode.CELL_PX - sprite.height - 8

@@ -22,7 +22,7 @@ from edge_node import __version__
 from edge_node.backoff import Backoff
 from edge_node.cloud import collector as collector_mod
 from edge_node.cloud.link import CloudLink
-from edge_node.cloud.spool import Spool
+from edge_node.cloud.spool import Spool, SpoolWriteError
 from edge_node.cloud.summaries import SummaryWindows, merge_spooled
 from edge_node.config import Config
 from edge_node.errors import ConfigError
@@ -369,7 +369,12 @@ class Node:
                 payload = msgpack.packb(summary.to_payload(), use_bin_type=True)
                 # Mergeable: when the spool is full, neighbouring windows join into one
                 # (counts add: no gift, vote or entry is lost; see merge_spooled).
-                await self.spool.append("summary", payload, mergeable=True)
+                try:
+                    await self.spool.append("summary", payload, mergeable=True)
+                except SpoolWriteError:
+                    # Disk full or read-only: the record stays in memory and the writer
+                    # retries it; /healthz and /metrics already say so. Keep windowing.
+                    continue
                 if self.link is not None:
                     self.link.wake()
 
@@ -456,7 +461,8 @@ class Node:
                 time.time(), self._summary_health(), self.engine.summary_state()
             ):
                 payload = msgpack.packb(summary.to_payload(), use_bin_type=True)
-                await self.spool.append("summary", payload, mergeable=True)
+                with contextlib.suppress(SpoolWriteError):  # kept in memory, retried
+                    await self.spool.append("summary", payload, mergeable=True)
             if self.link is not None and self.link.connected:
                 self.link.wake()
                 grace = time.monotonic() + (deadline - time.monotonic()) / 2

@@ -538,6 +538,7 @@ async def serve(cfg: Config, banner: bool = False, audience: int = 0) -> None:
         host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host
         base = f"http://{host}:{node.http_port}"
         now = int(time.time())
+        operator = mint(node.secret, "demo-operator", "operator", 86400, now, cfg.auth.audience)
         tokens = "".join(
             f"  token {role:9} {mint(node.secret, f'demo-{role}', role, 86400, now, aud)}\n"
             for role, aud in [(r, cfg.auth.audience) for r in ROLES]
@@ -545,6 +546,8 @@ async def serve(cfg: Config, banner: bool = False, audience: int = 0) -> None:
         print(
             f"edge-node {__version__} demo running\n"
             f"  viewer (WHEP):   {base}/\n"
+            f"  console:         {base}/console?token={operator}\n"
+            f"  publish (WHIP):  {base}/publish  (stream key: {cfg.ingest.stream_key})\n"
             f"  interactions:    ws://{host}:{node.http_port}/ws?token=...\n"
             f"  RTMP publish:    rtmp://{host}:{node.rtmp.port if node.rtmp else '-'}/"
             f"{cfg.ingest.rtmp_app}/{cfg.ingest.stream_key}\n"

@@ -430,16 +430,7 @@ class Engine:
         if self._dirty_polls and now >= self._last_state_push + STATE_PUSH_INTERVAL_S:
             for poll_id in sorted(self._dirty_polls):
                 poll = self.polls[poll_id]
-                effects.append(
-                    Push(
-                        {
-                            "t": "state",
-                            "poll": poll_id,
-                            "totals": poll.totals(),
-                            "closed": poll.closed,
-                        }
-                    )
-                )
+                effects.append(Push(_poll_state(poll)))
             self._dirty_polls.clear()
             self._last_state_push = now
         return effects
@@ -511,6 +502,35 @@ class Engine:
             state["coupons"] = drops
         return state
 
+    def welcome(self, user: str, now: float) -> list[dict[str, Any]]:
+        """State a client needs when it connects (a late viewer sees the open panels):
+        the poll on screen, the PK, the lotteries not yet drawn, the user's mute."""
+        out: list[dict[str, Any]] = []
+        poll = self.polls.get(self.poll_on_screen or "")
+        if poll is not None:
+            out.append(_poll_state(poll))
+        pk = self.pks.current
+        if pk is not None:
+            closed = pk.closed_at is not None or now >= pk.ends_at
+            out.append(
+                {
+                    "t": "state",
+                    **pk.result(),
+                    "sides": list(pk.sides),
+                    "scoring": pk.scoring,
+                    "seconds": max(0.0, pk.ends_at - now),
+                    "closed": closed,
+                }
+            )
+        for lot in self.lotteries.status():
+            if lot["phase"] != "drawn":
+                out.append({"t": "state", **lot})
+        if self._is_muted(user, now):
+            until = self.muted[user]
+            seconds = None if until is None else until - now
+            out.append({"t": "state", "muted": True, "seconds": seconds})
+        return out
+
     def take_actions(self) -> list[tuple[str, str]]:
         """(source, action) of the moderation and review actions since the last call."""
         actions, self._actions = self._actions, []
@@ -545,3 +565,15 @@ class Engine:
 
     def _count(self, kind: str, outcome: str) -> None:
         self.outcomes[(kind, outcome)] += 1
+
+
+def _poll_state(poll: Poll) -> dict[str, Any]:
+    """The pushed state of a poll: enough for a client that has not seen it open."""
+    return {
+        "t": "state",
+        "poll": poll.poll,
+        "question": poll.question,
+        "options": list(poll.options),
+        "totals": poll.totals(),
+        "closed": poll.closed,
+    }

@@ -1,10 +1,23 @@
 """The aiohttp front: pages, WHEP, metrics and health. Thin: it moves bytes and status
-codes; sessions, metrics and health come from the objects handed to it."""
+codes; sessions, metrics and health come from the objects handed to it.
+
+The pages (viewer ``/``, operator console ``/console``, publisher ``/publish``) and
+their assets (``/static/NAME``) are plain files from ``edge_node/web``, read once at
+start-up so a page view never touches the disk on the event loop. The console's live
+figures (``GET /api/stats``, operator token) are computed here from the metrics
+registry's own text, so they always agree with ``/metrics``.
+"""
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections.abc import Awaitable, Callable
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -19,6 +32,27 @@ from edge_node.server.ws import token_of
 
 SDP = "application/sdp"
 
+# Pages by path, and the asset names /static/ serves (flat, no traversal possible).
+PAGES: Mapping[str, str] = {
+    "/": "index.html",
+    "/console": "console.html",
+    "/publish": "publish.html",
+}
+ASSET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(js|css|svg)$")
+ASSET_TYPES: Mapping[str, str] = {
+    "js": "text/javascript",
+    "css": "text/css",
+    "svg": "image/svg+xml",
+}
+# Everything a page loads comes from the node itself: no CDN, no inline script.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'none'"
+)
+# The console and the publisher act with a credential: never inside someone's frame.
+NO_FRAMING = "; frame-ancestors 'none'"
+
 
 def build_app(
     whep: WhepEndpoint,
@@ -29,11 +63,58 @@ def build_app(
     authenticate: Callable[[str | None], Claims],
 ) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
-    web_dir = resources.files("edge_node") / "web"
+    files = load_web_files()
+    figures = LiveFigures()
 
-    async def index(_: web.Request) -> web.Response:
+    def page(name: str, framable: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+        body = files[name]
+        policy = PAGE_POLICY if framable else PAGE_POLICY + NO_FRAMING
+        headers = {
+            "Content-Security-Policy": policy,
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            # A viewer link may carry ?token=: never hand it to another site.
+            "Referrer-Policy": "no-referrer",
+        }
+
+        async def serve(_: web.Request) -> web.Response:
+            return web.Response(
+                body=body, content_type="text/html", charset="utf-8", headers=headers
+            )
+
+        return serve
+
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = files.get(name) if ASSET_NAME.match(name) else None
+        if body is None:
+            return _error(404, "path", f"no asset {name!r}")
         return web.Response(
-            text=(web_dir / "index.html").read_text("utf-8"), content_type="text/html"
+            body=body,
+            content_type=ASSET_TYPES[name.rsplit(".", 1)[1]],
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def stats(request: web.Request) -> web.Response:
+        # Operators only: the figures say who is watching and how the box is doing.
+        token = token_of(request)
+        if token is None:
+            return _error(401, "token", "an operator token is required", _BEARER)
+        try:
+            claims = authenticate(token)
+        except AuthError as exc:
+            return _error(401, "token", exc.msg, _BEARER)
+        if claims.role != "operator":
+            return _error(403, "token", f"role '{claims.role}' may not read the live figures")
+        now = time.monotonic()
+        if figures.due(now):
+            figures.observe(now, registry.render())
+        body = {**figures.figures(now), **health_figures(health())}
+        return web.Response(
+            text=json.dumps(body),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
         )
 
     async def whep_options(_: web.Request) -> web.Response:
@@ -114,7 +195,10 @@ def build_app(
             content_type="application/json",
         )
 
-    app.router.add_get("/", index)
+    for path, name in PAGES.items():
+        app.router.add_get(path, page(name, framable=path == "/"))
+    app.router.add_get("/static/{name}", asset)
+    app.router.add_get("/api/stats", stats)
     app.router.add_route("OPTIONS", "/whep", whep_options)
     app.router.add_route("OPTIONS", "/whip", whep_options)
     app.router.add_post("/whip", whip_post)
@@ -130,6 +214,176 @@ def build_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+_BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+def load_web_files() -> dict[str, bytes]:
+    """Every file of ``edge_node/web``, by name (pages and assets; a few tens of KB)."""
+    web_dir = resources.files("edge_node") / "web"
+    return {f.name: f.read_bytes() for f in web_dir.iterdir() if f.is_file()}
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {series: value}, summed over every label but a bucket's
+    ``le`` (a bucket's series is ``NAME_bucket|LE``). Enough for the console's figures,
+    which never split by label; lines that are not samples are skipped."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, raw = line.rpartition(" ")
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        name = head.split("{", 1)[0]
+        if name.endswith("_bucket"):
+            le = re.search(r'le="([^"]*)"', head)
+            if le is None:
+                continue
+            name = f"{name}|{le.group(1)}"
+        values[name] = values.get(name, 0.0) + value
+    return values
+
+
+def bucket_quantile(q: float, bounds: list[float], counts: list[float]) -> float | None:
+    """The ``q`` quantile of cumulative bucket ``counts`` (ascending ``bounds``, the last
+    +Inf), interpolated linearly inside its bucket as Prometheus' histogram_quantile
+    does; None without observations. Above the last finite bound: that bound."""
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    i = bisect.bisect_left(counts, rank)
+    i = min(i, len(counts) - 1)
+    if math.isinf(bounds[i]):
+        finite = [b for b in bounds if not math.isinf(b)]
+        return finite[-1] if finite else None
+    lower = bounds[i - 1] if i > 0 else 0.0
+    below = counts[i - 1] if i > 0 else 0.0
+    inside = counts[i] - below
+    if inside <= 0:
+        return bounds[i]
+    return lower + (bounds[i] - lower) * (rank - below) / inside
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    at: float
+    values: dict[str, float]
+
+
+class LiveFigures:
+    """Rates and recent latency quantiles from successive snapshots of the cumulative
+    metrics. Sans-I/O: ``observe(now, text)`` stores a snapshot (at most one per
+    ``min_interval_s``, so many consoles cost as much as one), ``figures(now)`` reads
+    rates over the last ``rate_window_s`` and quantiles over ``quantile_window_s``."""
+
+    EVENTS = "edge_node_interaction_events_total"
+    DROPPED = "edge_node_frames_dropped_total"
+    LATENCY = "edge_node_event_to_frame_seconds"
+
+    def __init__(
+        self,
+        rate_window_s: float = 2.0,
+        quantile_window_s: float = 10.0,
+        min_interval_s: float = 0.25,
+    ) -> None:
+        self.rate_window_s = rate_window_s
+        self.quantile_window_s = quantile_window_s
+        self.min_interval_s = min_interval_s
+        self._snapshots: deque[_Snapshot] = deque()
+
+    def due(self, now: float) -> bool:
+        """Whether ``observe`` would keep a snapshot now (else skip rendering one)."""
+        return not self._snapshots or now - self._snapshots[-1].at >= self.min_interval_s
+
+    def observe(self, now: float, metrics_text: str) -> None:
+        if not self.due(now):
+            return
+        self._snapshots.append(_Snapshot(now, parse_metrics(metrics_text)))
+        # Keep one snapshot older than the longest window, so it is always covered.
+        horizon = now - max(self.rate_window_s, self.quantile_window_s)
+        while len(self._snapshots) > 2 and self._snapshots[1].at <= horizon:
+            self._snapshots.popleft()
+
+    def _since(self, now: float, window_s: float) -> tuple[_Snapshot, _Snapshot] | None:
+        """(oldest snapshot inside the window, or the newest before it; the newest)."""
+        if len(self._snapshots) < 2:
+            return None
+        newest = self._snapshots[-1]
+        start = self._snapshots[0]
+        for snap in self._snapshots:
+            if snap.at >= now - window_s:
+                break
+            start = snap
+        if start is newest:
+            start = self._snapshots[-2]
+        return start, newest
+
+    def rate(self, now: float, name: str) -> float | None:
+        pair = self._since(now, self.rate_window_s)
+        if pair is None:
+            return None
+        old, new = pair
+        delta = new.values.get(name, 0.0) - old.values.get(name, 0.0)
+        return max(0.0, delta) / (new.at - old.at)
+
+    def quantiles(self, now: float, name: str, qs: tuple[float, ...]) -> list[float | None]:
+        pair = self._since(now, self.quantile_window_s)
+        if pair is None:
+            return [None for _ in qs]
+        old, new = pair
+        prefix = f"{name}_bucket|"
+        bounds_counts = sorted(
+            (float(key[len(prefix) :]), value - old.values.get(key, 0.0))
+            for key, value in new.values.items()
+            if key.startswith(prefix)
+        )
+        bounds = [b for b, _ in bounds_counts]
+        counts = [c for _, c in bounds_counts]
+        return [bucket_quantile(q, bounds, counts) for q in qs]
+
+    def figures(self, now: float) -> dict[str, Any]:
+        """What the console charts: rates per second, gauges, latency in ms (None
+        where there is nothing to say yet: one snapshot, or no event in the window)."""
+        latest = self._snapshots[-1].values if self._snapshots else {}
+        p50, p99 = self.quantiles(now, self.LATENCY, (0.5, 0.99))
+        return {
+            "events_per_s": self.rate(now, self.EVENTS),
+            "latency_ms": {
+                "p50": None if p50 is None else round(p50 * 1000, 2),
+                "p99": None if p99 is None else round(p99 * 1000, 2),
+                "window_s": self.quantile_window_s,
+            },
+            "fps_in": latest.get("edge_node_frames_in_per_second"),
+            "fps_out": latest.get("edge_node_frames_out_per_second"),
+            "dropped_per_s": self.rate(now, self.DROPPED),
+            "dropped_total": latest.get(self.DROPPED),
+            "viewers": latest.get("edge_node_viewers"),
+            "clients": latest.get("edge_node_interaction_clients"),
+        }
+
+
+def health_figures(health: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of /healthz the console shows beside the rates."""
+    cloud = health.get("cloud")
+    spool = health.get("spool")
+    ingest = health.get("ingest") or {}
+    return {
+        "status": health.get("status"),
+        "ingest": ingest.get("live"),
+        "cloud": None
+        if cloud is None
+        else {
+            "target": cloud.get("target"),
+            "connected": bool(cloud.get("connected")),
+            "last_error": cloud.get("last_error"),
+        },
+        "spool_depth": None if spool is None else spool.get("depth"),
+    }
 
 
 def _error(

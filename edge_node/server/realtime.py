@@ -94,10 +94,16 @@ class Interactions:
     def connect(self, client: Client) -> None:
         self.clients.add(client)
         self._by_user.setdefault(client.claims.user, set()).add(client)
-        # A coupon code is the user's to keep: a reconnecting viewer gets it again.
+        # What is on screen now (a late viewer sees the open panels), and the user's
+        # coupon codes (theirs to keep: a reconnecting viewer gets them again).
         binary = bool(client.extra.get("binary", False))
-        for drop, code in self.engine.coupons.codes_for(client.claims.user):
-            state = {"t": "state", "coupon": drop, "code": code}
+        user = client.claims.user
+        states = self.engine.welcome(user, self._clock())
+        states += [
+            {"t": "state", "coupon": drop, "code": code}
+            for drop, code in self.engine.coupons.codes_for(user)
+        ]
+        for state in states:
             client.send(messages.encode_reply(state, binary=binary))
 
     def disconnect(self, client: Client) -> None:

@@ -56,9 +56,10 @@ def test_healthz_fields(node: NodeProcess) -> None:
 
 def test_viewer_page_plays_whep(node: NodeProcess) -> None:
     status, body = node.get("/")
+    assert status == 200 and b'src="/static/viewer.js"' in body
+    status, js = node.get("/static/common.js")
     assert status == 200
-    page = body.decode()
-    assert "/whep" in page and "RTCPeerConnection" in page and 'createDataChannel("events")' in page
+    assert b'"/whep"' in js and b"RTCPeerConnection" in js and b'createDataChannel("events")' in js
 
 
 def test_sigterm_stops_node_and_worker(tmp_path: Path) -> None:

@@ -88,7 +88,8 @@ def test_poll_flow_with_pushed_tallies_and_final_result() -> None:
         assert reply(e.handle(f"u{i}", "viewer", Vote(f"v{i}", "p1", option), 0.1))["t"] == "ack"
     assert reply(e.handle("u9", "viewer", Vote("bad", "p1", 7), 0.1))["code"] == "bad_message"
     pushes = e.tick(0.5)
-    assert Push({"t": "state", "poll": "p1", "totals": [1, 3, 1], "closed": False}) in pushes
+    state = {"t": "state", "poll": "p1", "question": "Best?", "options": ["A", "B", "C"]}
+    assert Push({**state, "totals": [1, 3, 1], "closed": False}) in pushes
     assert e.scene(0.5).vote is not None and e.scene(0.5).vote.counts == (1, 3, 1)
     r = reply(e.handle("op", "operator", Command("c", "poll.close", {"poll": "p1"}), 1.0))
     assert r["result"] == {"poll": "p1", "totals": [1, 3, 1]}

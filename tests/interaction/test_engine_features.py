@@ -181,3 +181,19 @@ def test_state_for_the_summaries_names_open_features() -> None:
     cmd(e, "lottery.open", {"lottery": "L", "winners": 1})
     state = e.summary_state()
     assert state["lotteries"][0]["lottery"] == "L"
+
+
+def test_a_late_client_is_welcomed_with_what_is_open() -> None:
+    e, _ = engine()
+    cmd(e, "poll.open", {"poll": "P", "question": "Best?", "options": ["A", "B"]})
+    cmd(e, "pk.open", {"pk": "B", "sides": ["红", "蓝"], "seconds": 30, "scoring": "votes"})
+    cmd(e, "lottery.open", {"lottery": "L", "winners": 1, "keyword": "go"})
+    cmd(e, "mute", {"user": "late", "seconds": 10})
+    welcome = e.welcome("late", 1.0)
+    poll = next(w for w in welcome if w.get("poll") == "P")
+    assert poll["question"] == "Best?" and poll["options"] == ["A", "B"]
+    pk = next(w for w in welcome if w.get("pk") == "B")
+    assert pk["sides"] == ["红", "蓝"] and pk["closed"] is False
+    assert any(w.get("lottery") == "L" and w["keyword"] == "go" for w in welcome)
+    assert {"t": "state", "muted": True, "seconds": 9.0} in welcome
+    assert all("muted" not in w for w in e.welcome("someone", 1.0))

@@ -60,7 +60,8 @@ PEER_EXTRA_FRAMES = 300  # N >= 50
 
 METHOD = {
     "node": "Compositor(Painter(w, h, TextRenderer(find_font()), probe_enabled=False)) in a "
-    "child process; per configuration a fresh sprite cache, Painter.prewarm of every sprite "
+    "child process, after loading the numba blend kernels (timed apart); per configuration "
+    "a fresh sprite cache, Painter.prewarm of every sprite "
     "(cold_ms), 30 untimed frames, then 1,000 timed composite(frame, t) calls on a pool of 16 "
     "yuv420p av.VideoFrames, t += 1/30 s; p50/p99 of the per-frame wall time "
     "(perf_counter_ns), cpu_ms = the thread's CPU time over the timed calls / frames",
@@ -377,6 +378,16 @@ def node_figures(result: Mapping[str, Any]) -> Figures:
             "ms",
             "lower",
             "Pillow rendering of one text sprite (all configurations' prewarms)",
+        )
+    load = result.get("kernels_load_ms")
+    if isinstance(load, int | float):
+        out["node_kernels_load_ms"] = Figure(
+            float(load),
+            "ms",
+            "lower",
+            "the media worker's start-up cost of the numba blend kernels (import, compile or "
+            f"cache load, first calls): {result.get('kernels_compiled')} compiled, "
+            f"{result.get('kernels_from_cache')} from numba's cache",
         )
     init = result.get("text_renderer_init_ms")
     if isinstance(init, int | float):

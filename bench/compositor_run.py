@@ -1,8 +1,10 @@
 """``compositor`` measurements: the node's compositor (in a child process) and the
 ffmpeg CLI drawing the same overlay (the peer).
 
-Node: ``python -m bench.compositor_run [--frames F]`` prints one JSON object. For
-each size and danmaku count it builds the workload (``bench.compositor.Workload``), a
+Node: ``python -m bench.compositor_run [--frames F]`` prints one JSON object. First
+it loads the compiled blend kernels (``load_kernels``: their start-up cost, reported
+apart). For each size and danmaku count it builds the workload
+(``bench.compositor.Workload``), a
 ``Compositor(Painter(w, h, TextRenderer(find_font()), probe_enabled=False))`` with a
 fresh sprite cache, times ``Painter.prewarm`` of every sprite (the cold-cache cost),
 composites ``WARMUP_FRAMES`` untimed frames, then times ``F`` calls of
@@ -146,6 +148,26 @@ def measure_node_config(
     }
 
 
+def load_kernels() -> dict[str, Any]:
+    """Import the compiled blend kernels and warm them up, timed: what the media worker
+    pays at start-up (numba's import, then compiling the kernels, or loading them from
+    numba's on-disk cache, and their first calls). Run first in a fresh process."""
+    started = time.perf_counter_ns()
+    from edge_node.overlay import blend, blend_kernels
+
+    blend.warm_up()
+    load_ms = (time.perf_counter_ns() - started) / 1e6
+    import numba
+
+    stats = [cast(Any, k).stats for k in (blend_kernels.blend_sprite, blend_kernels.fill_rect)]
+    return {
+        "kernels_load_ms": load_ms,
+        "kernels_compiled": sum(sum(st.cache_misses.values()) for st in stats),
+        "kernels_from_cache": sum(sum(st.cache_hits.values()) for st in stats),
+        "numba": numba.__version__,
+    }
+
+
 def measure_node(
     frames: int,
     warmup: int = comp.WARMUP_FRAMES,
@@ -153,6 +175,7 @@ def measure_node(
     counts: Sequence[int] = comp.COUNTS,
     pool_frames: int = comp.POOL_FRAMES,
 ) -> dict[str, Any]:
+    kernels = load_kernels()  # first: nothing has imported them yet in the child
     from edge_node.overlay.text import TextRenderer, find_font
 
     font = find_font()
@@ -175,6 +198,7 @@ def measure_node(
             )
         del pool
     return {
+        **kernels,
         "font": font,
         "text_renderer_init_ms": init_ms,
         "warmup_frames": warmup,

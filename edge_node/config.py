@@ -126,6 +126,13 @@ class WorkerConfig:
         min=1.0,
         max=60.0,
     )
+    start_timeout_s: float = _key(
+        30.0,
+        "A new worker's first message may take this long (imports; the numba blend kernels "
+        "are compiled on the first start after an install and loaded from cache after).",
+        min=1.0,
+        max=300.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

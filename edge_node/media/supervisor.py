@@ -169,7 +169,9 @@ class WorkerSupervisor:
         assert proc is not None and proc.stdout is not None
         reader = MessageReader()
         gen = self.generation
-        timeout = self.cfg.worker.stall_timeout_s
+        # Until its first message the worker is starting (imports, loading or compiling
+        # the blend kernels: seconds on a loaded box); after that, silence is a stall.
+        timeout = self.cfg.worker.start_timeout_s
         while True:
             try:
                 data = await asyncio.wait_for(proc.stdout.read(262144), timeout)
@@ -177,6 +179,7 @@ class WorkerSupervisor:
                 return "stall"
             if not data:
                 return "exit"
+            timeout = self.cfg.worker.stall_timeout_s
             try:
                 msgs = reader.feed(data)
             except ProtocolError as exc:

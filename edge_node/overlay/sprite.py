@@ -179,6 +179,9 @@ class Sprite:
         for a in (y_inv, y_pre, alpha8, u_fix, v_fix):
             if a.shape != y_inv.shape:
                 raise ValueError("sprite planes must all have the same shape")
+            if not a.flags.c_contiguous:
+                # The compiled blend takes C-contiguous planes only (so it can vectorize).
+                raise ValueError("sprite planes must be C-contiguous")
             _readonly(a)
         self.y_inv = y_inv
         self.y_pre = y_pre

@@ -180,6 +180,9 @@ def test_measure_node_tiny() -> None:
         frames=4, warmup=1, sizes=["720p"], counts=[0, 10], pool_frames=2
     )
     assert result["font"] == FONT
+    # Every kernel was compiled in this process or loaded from numba's cache, once.
+    assert result["kernels_compiled"] + result["kernels_from_cache"] == 2
+    assert result["kernels_load_ms"] >= 0 and result["numba"]
     assert [(c["size"], c["n"]) for c in result["configs"]] == [("720p", 0), ("720p", 10)]
     for c in result["configs"]:
         assert c["frames"] == 4
@@ -192,6 +195,7 @@ def test_measure_node_tiny() -> None:
     figures = comp.node_figures(result)
     assert figures["node_720p_n10_p50_ms"].better == "lower"
     assert "node_cold_ms_per_sprite" in figures
+    assert figures["node_kernels_load_ms"].value == result["kernels_load_ms"]
     assert all(c.ok for c in checks(result)[:2])
 
 

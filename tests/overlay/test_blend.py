@@ -8,15 +8,19 @@ transparent). The fixed-point blend must agree within one code value everywhere.
 
 from __future__ import annotations
 
+import logging
 import threading
+from typing import Any
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from edge_node.overlay.blend import blend, fill_rect
+from edge_node.overlay import blend_kernels
+from edge_node.overlay.blend import blend, fill_rect, warm_up
 from edge_node.overlay.sprite import Sprite
 
 Planes = tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]
@@ -143,11 +147,11 @@ def test_sprite_larger_than_the_frame() -> None:
     assert_close(planes, want)
 
 
-def test_large_sprite_grows_the_scratch_buffers() -> None:
+def test_large_sprite_at_both_opacities() -> None:
     rng = np.random.default_rng(2)
     planes = random_planes(rng, 640, 480)
     blend(*planes, Sprite.from_rgba(random_rgba(rng, 4, 4)), 3, 3)  # small first
-    rgba = random_rgba(rng, 301, 257)  # 77,357 pixels: more than the initial scratch
+    rgba = random_rgba(rng, 301, 257)  # rows far longer than one vector register
     for opacity in (1.0, 0.6):
         want = reference_blend(planes, rgba, 101, 77, opacity)
         blend(*planes, Sprite.from_rgba(rgba), 101, 77, opacity)
@@ -293,6 +297,136 @@ def test_blend_from_several_threads_at_once() -> None:
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def fixed_point_blend(
+    planes: Planes, sprite: Sprite, x: int, y0: int, op: int
+) -> tuple[NDArray[np.int64], ...]:
+    """The fixed-point formulas of blend.py's docstring, in int64 numpy, clipped by
+    hand: what the compiled kernel must produce bit for bit."""
+    out = tuple(p.astype(np.int64) for p in planes)
+    x += sprite.ink_x
+    y0 += sprite.ink_y
+    chroma = sprite.chroma(x & 1, y0 & 1)
+    layers = [
+        (out[0], sprite.y_inv, sprite.y_pre, x, y0),
+        (out[1], chroma.inv, chroma.u_pre, x // 2, y0 // 2),
+        (out[2], chroma.inv, chroma.v_pre, x // 2, y0 // 2),
+    ]
+    for dst, inv16, pre16, px, py in layers:
+        h, w = inv16.shape
+        top, left = max(py, 0), max(px, 0)
+        bottom, right = min(py + h, dst.shape[0]), min(px + w, dst.shape[1])
+        if top >= bottom or left >= right:
+            continue
+        d = dst[top:bottom, left:right]
+        inv = inv16[top - py : bottom - py, left - px : right - px].astype(np.int64)
+        pre = pre16[top - py : bottom - py, left - px : right - px].astype(np.int64)
+        if op == 1 << 14:
+            d[...] = (d * inv + pre) >> 8
+        else:
+            d[...] = (d * (inv * op + 256 * ((1 << 14) - op)) + pre * op + 2**21 - 128 * op) >> 22
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    w=sizes,
+    h=sizes,
+    x=positions_x,
+    y=positions_y,
+    seed=seeds,
+    op=st.one_of(st.just(1 << 14), st.integers(1, (1 << 14) - 1)),
+)
+def test_blend_is_the_documented_fixed_point_bit_for_bit(
+    w: int, h: int, x: int, y: int, seed: int, op: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    planes, rgba = random_planes(rng), random_rgba(rng, h, w)
+    sprite = Sprite.from_rgba(rgba)
+    want = fixed_point_blend(planes, sprite, x, y, op)
+    blend(*planes, sprite, x, y, op / (1 << 14))
+    for name, got, expected in zip("YUV", planes, want, strict=True):
+        assert np.array_equal(got, expected), name
+
+
+@pytest.mark.parametrize("opacity", [1e-6, 0.4 / 16384, 1 / 16384, 0.25, 0.99997, 0.99999, 1.5])
+def test_opacities_at_the_ends_of_the_fixed_point_range(opacity: float) -> None:
+    rng = np.random.default_rng(8)
+    planes, rgba = random_planes(rng), random_rgba(rng, 21, 33)
+    want = reference_blend(planes, rgba, 5, 3, min(opacity, 1.0))
+    blend(*planes, Sprite.from_rgba(rgba), 5, 3, opacity)
+    assert_close(planes, want)
+
+
+def test_opacity_terms_are_checked() -> None:
+    assert blend_kernels.opacity_terms(1 << 14).tolist() == [1 << 14, 0, 2**21 - 128 * 2**14]
+    for op in (0, -1, (1 << 14) + 1):
+        with pytest.raises(ValueError, match="op"):
+            blend_kernels.opacity_terms(op)
+
+
+def test_each_kernel_has_exactly_one_compiled_version() -> None:
+    # Plain arrays (as in these tests), a padded frame's strided views, both opacity
+    # paths and a fill all run the one signature compiled at import: the machine code
+    # these tests check is the code a frame runs, and nothing compiles on a frame.
+    rng = np.random.default_rng(9)
+    warm_up()
+    padded = [rng.integers(0, 256, (h, w + 32), dtype=np.uint8) for h, w in ((H, W), (24, 32))]
+    views = (padded[0][:, :W], padded[1][:, :32], padded[1][:, :32].copy())
+    sprite = Sprite.from_rgba(random_rgba(rng, 9, 11))
+    for planes in (random_planes(rng), views):
+        for opacity in (1.0, 0.3):
+            blend(*planes, sprite, 3, 5, opacity)
+        fill_rect(*planes, 1, 1, 9, 9, (1, 2, 3, 200))
+    dispatchers: Any = (blend_kernels.blend_sprite, blend_kernels.fill_rect)
+    assert dispatchers[0].signatures == [blend_kernels.BLEND_SIGNATURE.args]
+    assert dispatchers[1].signatures == [blend_kernels.FILL_SIGNATURE.args]
+
+
+def test_planes_of_another_type_are_refused() -> None:
+    rng = np.random.default_rng(10)
+    sprite = Sprite.from_rgba(random_rgba(rng, 4, 4))
+    y, u, v = random_planes(rng)
+    with pytest.raises(TypeError):
+        blend(y.astype(np.uint16), u, v, sprite, 0, 0)
+    y.flags.writeable = False
+    with pytest.raises(TypeError):
+        blend(y, u, v, sprite, 0, 0)
+    with pytest.raises(TypeError):
+        fill_rect(y, u, v, 0, 0, 4, 4, (9, 9, 9, 255))
+
+
+def test_sprite_planes_must_be_c_contiguous() -> None:
+    planes = np.zeros((4, 6), dtype=np.uint16)
+    fortran = np.asfortranarray(planes)
+    alpha = np.zeros((4, 6), dtype=np.uint8)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        Sprite((6, 4), (0, 0), fortran, planes, alpha, planes, planes)
+
+
+def test_kernels_compile_uncached_where_numba_cannot_cache(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_njit: Any = numba.njit
+    calls: list[bool] = []
+
+    def njit_without_a_cache_dir(*args: object, **kwargs: object) -> object:
+        calls.append(bool(kwargs.get("cache")))
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit_without_a_cache_dir)
+
+    def double(a: int) -> int:
+        return 2 * a
+
+    with caplog.at_level(logging.WARNING, logger=blend_kernels.__name__):
+        compiled = blend_kernels._compile()(double)
+    assert calls == [True, False]
+    assert compiled(21) == 42
+    assert "cannot cache" in caplog.text
 
 
 # --- fill_rect -------------------------------------------------------------------------

@@ -151,6 +151,9 @@ class Engine:
             "coupon.open": lambda u, a, n: self.coupons.open(a, n),
             "coupon.close": lambda u, a, n: self.coupons.close(a, n),
             "words.set": self._cmd_words_set,
+            "words.list": lambda u, a, n: {
+                "words": [e.to_wire() for e in self.moderation.words.entries]
+            },
             "review.list": lambda u, a, n: self.moderation.review_list(),
             "review.approve": self._cmd_review_approve,
             "review.reject": self._cmd_review_reject,

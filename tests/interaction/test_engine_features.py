@@ -60,6 +60,7 @@ def test_moderation_blocks_masks_and_holds_before_pixels_and_audits_each() -> No
         {"pattern": "加微信", "action": "hold"},
     ]
     assert cmd(e, "words.set", {"words": words})["result"] == {"count": 3}
+    assert cmd(e, "words.list", {})["result"] == {"words": words}  # for the console's editor
     assert reply(say(e, "u1", "你 傻 B"))["t"] == "ack"  # not the listed word
     assert reply(say(e, "u2", "你傻ｂｉ"))["t"] == "ack"
     assert reply(say(e, "u3", "你 傻-逼"))["code"] == "blocked"  # separators

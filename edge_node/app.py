@@ -55,6 +55,7 @@ from edge_node.metrics import Registry
 from edge_node.overlay.measure import TextMeasure
 from edge_node.overlay.text import find_font, log_missing_scripts
 from edge_node.procstats import CpuMeter, ProcSample, sample
+from edge_node.sdnotify import Notifier
 from edge_node.server.http import build_app
 from edge_node.server.realtime import Client, Interactions
 from edge_node.server.ws import ws_handler
@@ -556,7 +557,24 @@ async def serve(cfg: Config, banner: bool = False, audience: int = 0) -> None:
             "Ctrl-C stops it.",
             flush=True,
         )
+    notifier = Notifier()
+    notifier.notify("READY=1")
+    watchdog = (
+        asyncio.create_task(_watchdog_pings(notifier, notifier.watchdog_s))
+        if notifier.watchdog_s
+        else None
+    )
     try:
         await stop.wait()
     finally:
+        notifier.notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
         await node.stop()
+
+
+async def _watchdog_pings(notifier: Notifier, period_s: float) -> None:
+    """systemd's watchdog: a ping every half period while the event loop runs."""
+    while True:
+        notifier.notify("WATCHDOG=1")
+        await asyncio.sleep(period_s / 2)

@@ -56,7 +56,6 @@ HARDENING = {
     "Restart": "on-failure",
     "RestartPreventExitStatus": "2",
     "KillMode": "mixed",
-    "Type": "exec",
 }
 LIMITS = ("MemoryMax", "TasksMax", "LimitNOFILE", "RestartSec", "TimeoutStopSec")
 
@@ -65,6 +64,16 @@ LIMITS = ("MemoryMax", "TasksMax", "LimitNOFILE", "RestartSec", "TimeoutStopSec"
 def unit(request: pytest.FixtureRequest) -> Unit:
     path: Path = request.param
     return read_unit(path)
+
+
+def test_the_node_speaks_sd_notify_and_the_collector_does_not(unit: Unit) -> None:
+    if unit.path.name == "edge-node.service":
+        # edge_node/sdnotify.py: READY=1, WATCHDOG=1 every WatchdogSec/2, STOPPING=1.
+        assert unit.value("Service", "Type") == "notify"
+        assert unit.value("Service", "NotifyAccess") == "main"
+        assert unit.value("Service", "WatchdogSec")
+    else:
+        assert unit.value("Service", "Type") == "exec"
 
 
 def test_unit_has_its_sections(unit: Unit) -> None:

@@ -303,6 +303,62 @@ class ModerationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AnticheatConfig:
+    enabled: bool = _key(
+        True,
+        "Detect abnormal viewer behaviour and restrict it automatically (each action is a "
+        "review entry the operator can reverse: review.list / review.reject).",
+    )
+    detectors: str = _key(
+        "rate,identical_text,like_burst,swarm",
+        "Comma-separated detectors to run: rate (a user far above the room's comment "
+        "rate), identical_text (one line from many accounts), like_burst, swarm (many "
+        "fresh accounts saying one thing).",
+    )
+    rate_ceiling_per_s: float = _key(
+        0.8, "Comments/s above which a user is restricted whatever they say.", min=0.05, max=100.0
+    )
+    rate_action: str = _key(
+        "mute",
+        "What the rate detector does: mute (the user is told) or shadow_drop (acked, not shown).",
+        choices=("mute", "shadow_drop"),
+    )
+    rate_action_s: float = _key(
+        60.0, "First restriction by the rate detector, doubled per repeat.", min=1.0, max=86400.0
+    )
+    text_min_users: int = _key(
+        8, "Accounts sending one line (repeatedly) before it counts as a ring.", min=2, max=10000
+    )
+    text_action_s: float = _key(
+        600.0, "Shadow-drop of a ring's comments, seconds.", min=1.0, max=86400.0
+    )
+    like_short_floor_per_s: float = _key(
+        30.0,
+        "Likes/s over ~3 s that no thumb sustains (the burst detector's floor).",
+        min=1.0,
+        max=100000.0,
+    )
+    like_action_s: float = _key(
+        300.0, "Shadow-drop of a like-bot's likes, seconds.", min=1.0, max=86400.0
+    )
+    swarm_min_users: int = _key(
+        10, "Fresh accounts saying one thing before they count as a swarm.", min=2, max=100000
+    )
+    swarm_action_s: float = _key(
+        1800.0, "Shadow-drop of a swarm's events, seconds.", min=1.0, max=86400.0
+    )
+    whitelist_s: float = _key(
+        3600.0,
+        "A user whose restriction the operator reversed is exempt this long.",
+        min=0.0,
+        max=604800.0,
+    )
+    max_users: int = _key(
+        50000, "Users whose behaviour is remembered (about 0.3 KB each).", min=100, max=10000000
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class CloudConfig:
     target: str = _key(
         "",
@@ -392,6 +448,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     interaction: InteractionConfig = field(default_factory=InteractionConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    anticheat: AnticheatConfig = field(default_factory=AnticheatConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
 

@@ -20,8 +20,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_node.config import Config
+from edge_node.config import AnticheatConfig, Config
+from edge_node.errors import ConfigError
 from edge_node.interaction import auth
+from edge_node.interaction.anticheat import (
+    VIEWER_KINDS,
+    AntiCheat,
+    AntiCheatParams,
+    UnknownReviewEntry,
+)
 from edge_node.interaction.audit import MemoryAudit
 from edge_node.interaction.autoreply import AutoReplies
 from edge_node.interaction.coupons import CouponDrops
@@ -103,6 +110,9 @@ class Engine:
         self.pks = Pks()
         self.coupons = CouponDrops()
         self.autoreplies = AutoReplies()
+        self.anticheat = anticheat_from_config(cfg.anticheat)
+        self._anticheat_swept = -1e9
+        self.last_outcome = ""  # of the last message handled (the adapter counts it)
         self._feature_versions = self._versions()
         # (source, action) of each moderation / anti-cheat action, for the summaries.
         self._actions: list[tuple[str, str]] = []
@@ -154,7 +164,7 @@ class Engine:
             "words.list": lambda u, a, n: {
                 "words": [e.to_wire() for e in self.moderation.words.entries]
             },
-            "review.list": lambda u, a, n: self.moderation.review_list(),
+            "review.list": self._cmd_review_list,
             "review.approve": self._cmd_review_approve,
             "review.reject": self._cmd_review_reject,
         }
@@ -172,6 +182,10 @@ class Engine:
             limiter = self._limits.get(kind)
             if limiter is not None and not limiter.allow(user, now):
                 raise WireError("rate_limited", f"too many '{kind}' messages; slow down", msg.id)
+            if role == "viewer" and self.anticheat is not None and kind in VIEWER_KINDS:
+                dropped = self._screen(user, msg, now)
+                if dropped is not None:
+                    return dropped
             effects = self._dispatch(user, role, msg, now)
         except WireError as exc:
             self._count(kind, exc.code)
@@ -190,6 +204,25 @@ class Engine:
         self._count("command", "accepted")
         self._features_changed(now)
         return result
+
+    def _screen(self, user: str, msg: Message, now: float) -> list[Effect] | None:
+        """Anti-cheat: None to go on; a shadow-dropped event is acked as if it had been
+        taken (the sender sees no difference, nobody else sees it); a mute is applied
+        (unless the user is muted already) and refused like any muted message."""
+        assert self.anticheat is not None
+        text = msg.text if isinstance(msg, Comment) else ""
+        n = msg.n if isinstance(msg, Like) else 1
+        verdict = self.anticheat.observe(user, msg.TYPE, text, n, now)
+        if verdict.action == "allow":
+            return None
+        if verdict.entry is not None:
+            self._actions.append(("anticheat", verdict.action))
+        if verdict.action == "shadow_drop":
+            self._count(msg.TYPE, "shadow_dropped")
+            return [Reply(ack(msg.id))]
+        if not self._is_muted(user, now):
+            self._mute(user, verdict.seconds, now)
+        raise WireError("forbidden", "you are muted", msg.id)
 
     def _dispatch(self, user: str, role: str, msg: Message, now: float) -> list[Effect]:
         if isinstance(msg, Comment):
@@ -314,8 +347,11 @@ class Engine:
     def _cmd_mute(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
         target = _arg(args, "user", str)
         seconds = _arg(args, "seconds", (int, float, type(None)), None)
-        until = None if seconds is None else now + float(seconds)
-        self.muted[target] = until
+        self._mute(target, seconds, now)
+        return {}
+
+    def _mute(self, target: str, seconds: float | None, now: float) -> None:
+        self.muted[target] = None if seconds is None else now + float(seconds)
         self.lotteries.disqualify(target)  # a muted user never wins
         self._pushes.append(
             Push(
@@ -327,13 +363,16 @@ class Engine:
                 user=target,
             )
         )
-        return {}
 
     def _cmd_unmute(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
-        target = _arg(args, "user", str)
+        self._unmute(_arg(args, "user", str))
+        return {}
+
+    def _unmute(self, target: str) -> None:
+        if self.anticheat is not None:
+            self.anticheat.lift(target)  # the operator's word ends automatic penalties too
         if self.muted.pop(target, 0.0) != 0.0:
             self._pushes.append(Push({"t": "state", "muted": False}, user=target))
-        return {}
 
     def _cmd_poll_open(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
         poll_id = _arg(args, "poll", str)
@@ -388,9 +427,24 @@ class Engine:
         except WordListError as exc:
             raise CommandError("bad_message", str(exc)) from None
 
+    def _cmd_review_list(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """Held comments, then the anti-cheat actions awaiting review (items ``ac-<id>``:
+        approve keeps the action, reject reverses it)."""
+        items: list[dict[str, Any]] = self.moderation.review_list()["items"]
+        if self.anticheat is not None:
+            for entry in self.anticheat.entries(pending_only=True):
+                items.append({**entry.as_dict(), "item": f"ac-{entry.id}", "kind": "anticheat"})
+        return {"items": items}
+
     def _cmd_review_approve(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        item = args.get("item")
+        if self._anticheat_item(item) is not None:
+            assert self.anticheat is not None
+            self.anticheat.confirm(self._ac_entry(item), now)
+            self._actions.append(("review", "confirm"))
+            return {}
         try:
-            held = self.moderation.approve(args.get("item"), user, now + self.wall_offset)
+            held = self.moderation.approve(item, user, now + self.wall_offset)
         except ReviewError as exc:
             raise CommandError("unknown_target", str(exc)) from None
         self._actions.append(("review", "approve"))
@@ -399,12 +453,33 @@ class Engine:
         return {}
 
     def _cmd_review_reject(self, user: str, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        item = args.get("item")
+        if self._anticheat_item(item) is not None:
+            assert self.anticheat is not None
+            entry = self.anticheat.reverse(self._ac_entry(item), now)
+            self._unmute(entry.user)
+            self._actions.append(("review", "reverse"))
+            return {}
         try:
-            self.moderation.reject(args.get("item"), user, now + self.wall_offset)
+            self.moderation.reject(item, user, now + self.wall_offset)
         except ReviewError as exc:
             raise CommandError("unknown_target", str(exc)) from None
         self._actions.append(("review", "reject"))
         return {}
+
+    def _anticheat_item(self, item: object) -> str | None:
+        if self.anticheat is None or not isinstance(item, str) or not item.startswith("ac-"):
+            return None
+        return item
+
+    def _ac_entry(self, item: object) -> int:
+        assert self.anticheat is not None and isinstance(item, str)
+        try:
+            entry = int(item[3:])
+            self.anticheat.entry(entry)
+        except (ValueError, UnknownReviewEntry):
+            raise CommandError("unknown_target", f"item: no review item '{item}'") from None
+        return entry
 
     # ---- time -----------------------------------------------------------------------
 
@@ -429,6 +504,10 @@ class Engine:
         for feature in (self.lotteries, self.pks, self.autoreplies):
             feature.tick(now)
         self._features_changed(now)
+        if self.anticheat is not None and now >= self._anticheat_swept + 1.0:
+            self._anticheat_swept = now
+            self.anticheat.expire(now)
+            self.anticheat.refresh_population(now)
         effects: list[Effect] = [*self.take_pushes()]
         if self._dirty_polls and now >= self._last_state_push + STATE_PUSH_INTERVAL_S:
             for poll_id in sorted(self._dirty_polls):
@@ -452,6 +531,8 @@ class Engine:
             t = feature.next_timer(now)
             if t is not None:
                 times.append(t)
+        if self.anticheat is not None and self.anticheat.next_expiry() is not None:
+            times.append(max(now, self._anticheat_swept + 1.0))
         return min(times) if times else None
 
     # ---- scene ----------------------------------------------------------------------
@@ -568,6 +649,7 @@ class Engine:
 
     def _count(self, kind: str, outcome: str) -> None:
         self.outcomes[(kind, outcome)] += 1
+        self.last_outcome = outcome
 
 
 def _poll_state(poll: Poll) -> dict[str, Any]:
@@ -580,3 +662,29 @@ def _poll_state(poll: Poll) -> dict[str, Any]:
         "totals": poll.totals(),
         "closed": poll.closed,
     }
+
+
+def anticheat_from_config(ac: AnticheatConfig) -> AntiCheat | None:
+    """The anti-cheat of the ``[anticheat]`` section (None when it is off); a bad value
+    is a ConfigError naming the key."""
+    if not ac.enabled:
+        return None
+    detectors = tuple(d.strip() for d in ac.detectors.split(",") if d.strip())
+    try:
+        params = AntiCheatParams(
+            detectors=detectors,
+            rate_ceiling_per_s=ac.rate_ceiling_per_s,
+            rate_action=ac.rate_action,  # type: ignore[arg-type]
+            rate_action_s=ac.rate_action_s,
+            text_min_users=ac.text_min_users,
+            text_action_s=ac.text_action_s,
+            like_short_floor_per_s=ac.like_short_floor_per_s,
+            like_action_s=ac.like_action_s,
+            swarm_min_users=ac.swarm_min_users,
+            swarm_action_s=ac.swarm_action_s,
+            whitelist_s=ac.whitelist_s,
+            max_users=ac.max_users,
+        )
+    except ValueError as exc:
+        raise ConfigError("anticheat", str(exc)) from None
+    return AntiCheat(params)

@@ -145,10 +145,8 @@ class Interactions:
             self.c_events.inc(type=msg.TYPE, outcome="busy")
             return [Reply(messages.err(msg.id, "busy", "the node is saturated; retry later"))]
         effects = self.engine.handle(claims.user, claims.role, msg, now)
-        outcome = "accepted"
-        for e in effects:
-            if isinstance(e, Reply) and e.payload.get("t") == "err":
-                outcome = str(e.payload["code"])
+        # accepted, masked, duplicate, shadow_dropped, or the error code
+        outcome = self.engine.last_outcome or "accepted"
         self.c_events.inc(type=msg.TYPE, outcome=outcome)
         if self.record is not None:
             self.record(_event_record(claims.user, msg, outcome))

@@ -6,10 +6,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
+
 from edge_node import config
+from edge_node.errors import ConfigError
 from edge_node.interaction.audit import MemoryAudit
 from edge_node.interaction.effects import Push, Reply
-from edge_node.interaction.engine import Engine
+from edge_node.interaction.engine import Engine, anticheat_from_config
 from edge_node.interaction.lottery import recompute_winners
 from edge_node.interaction.messages import Command, Comment, Gift, Join, Vote
 from edge_node.interaction.moderation import Moderation
@@ -198,3 +201,45 @@ def test_a_late_client_is_welcomed_with_what_is_open() -> None:
     assert any(w.get("lottery") == "L" and w["keyword"] == "go" for w in welcome)
     assert {"t": "state", "muted": True, "seconds": 9.0} in welcome
     assert all("muted" not in w for w in e.welcome("someone", 1.0))
+
+
+def test_anti_cheat_mutes_a_spammer_and_the_operator_can_reverse_it() -> None:
+    e, _ = engine(comment_rate_per_s=100.0, comment_burst=100)
+    # A crowd, so the room has a population to compare with.
+    for i in range(40):
+        say(e, f"fan{i}", f"主播好 {i}", 1.0 + i * 0.5)
+    t, replies = 30.0, []
+    for k in range(120):  # one account, 2 lines a second, three lines on rotation
+        t += 0.5
+        replies.append(reply(say(e, "spammer", ["buy now", "cheap", "click"][k % 3], t)))
+    assert any(r.get("code") == "forbidden" for r in replies)  # muted on the way
+    assert e._is_muted("spammer", t)
+    items = cmd(e, "review.list", {}, t)["result"]["items"]
+    ac = [i for i in items if i["kind"] == "anticheat" and i["user"] == "spammer"]
+    assert ac and ac[0]["item"].startswith("ac-")
+    assert ("anticheat", "mute") in e.take_actions()
+    assert cmd(e, "review.reject", {"item": ac[0]["item"]}, t)["result"] == {}
+    assert not e._is_muted("spammer", t)  # reversed: unmuted, and exempt for a while
+    assert reply(say(e, "spammer", "sorry", t + 1))["t"] == "ack"
+    assert cmd(e, "review.approve", {"item": "ac-999999"}, t)["code"] == "unknown_target"
+
+
+def test_a_ring_of_accounts_is_shadow_dropped_acked_but_not_shown() -> None:
+    e, _ = engine(comment_rate_per_s=100.0, comment_burst=100)
+    ad = "加我好友领取免费福利优惠券"
+    t = 200.0
+    for _ in range(4):
+        for i in range(12):
+            t += 0.3
+            r = reply(say(e, f"ring{i}", ad, t))
+            assert r["t"] == "ack"  # the sender sees no difference
+    assert e.outcomes[("comment", "shadow_dropped")] > 0
+    assert sum(1 for d in e.scene(t).danmaku if ad in d.text) <= 12
+
+
+def test_anti_cheat_can_be_switched_off_and_a_bad_detector_is_a_config_error() -> None:
+    cfg = config.demo_config()
+    assert anticheat_from_config(dataclasses.replace(cfg.anticheat, enabled=False)) is None
+    with pytest.raises(ConfigError) as err:
+        anticheat_from_config(dataclasses.replace(cfg.anticheat, detectors="rate,psychic"))
+    assert "anticheat" in str(err.value)

@@ -158,6 +158,9 @@ class Engine:
             "pk.open": lambda u, a, n: self.pks.open(a, n),
             "pk.close": lambda u, a, n: self.pks.close(a, n),
             "autoreply.set": lambda u, a, n: self.autoreplies.set(a, n),
+            "autoreply.list": lambda u, a, n: {
+                "rules": [{"pattern": r.pattern, "reply": r.reply} for r in self.autoreplies.rules]
+            },
             "coupon.open": lambda u, a, n: self.coupons.open(a, n),
             "coupon.close": lambda u, a, n: self.coupons.close(a, n),
             "words.set": self._cmd_words_set,
@@ -609,6 +612,11 @@ class Engine:
         for lot in self.lotteries.status():
             if lot["phase"] != "drawn":
                 out.append({"t": "state", **lot})
+        for drop in self.coupons.status():
+            if drop["open"]:
+                out.append(
+                    {"t": "state", "coupon": drop["drop"], "open": True, "keyword": drop["keyword"]}
+                )
         if self._is_muted(user, now):
             until = self.muted[user]
             seconds = None if until is None else until - now

@@ -25,7 +25,7 @@ let token = adoptTokenFromUrl(TOKEN_KEY);
 let ws = null;
 let signedIn = false;
 let statsTimer = null;
-const link = new InteractionLink({ onState, onTransport: renderLinkState });
+const link = new InteractionLink({ onState, onTransport: (kind) => onLinkChange(kind) });
 
 // ---- sign-in --------------------------------------------------------------------------
 
@@ -91,12 +91,29 @@ function renderLinkState() {
   $("link-state").textContent = signedIn ? t(link.kind ? "ws_connected" : "ws_closed") : "";
 }
 
+let wordsLoadedOnce = false;
+
+/** Called on every change of the command link: the first time it is up after sign-in,
+ * the editor is filled with the word list in force. */
+function onLinkChange(kind) {
+  renderLinkState();
+  if (kind && signedIn && !wordsLoadedOnce) {
+    wordsLoadedOnce = true;
+    loadWords();
+    loadRules();
+  }
+}
+
 // ---- commands ---------------------------------------------------------------------------
 
 /** Send a command; show its outcome next to the control (``out``) and in the log.
  * Resolves with the node's reply. */
 async function run(cmd, args, out) {
-  const reply = await link.command(cmd, args);
+  return report(cmd, await link.command(cmd, args), out);
+}
+
+/** Show the outcome of a command already answered (see ``run``); returns ``reply``. */
+function report(cmd, reply, out) {
   const ok = reply.t === "ack";
   let text;
   if (ok) {
@@ -290,7 +307,12 @@ $("unmute").addEventListener("click", () => {
 });
 
 // Word list -------------------------------------------------------------------------------------
+// The editor shows the list in force (``words.list``) once the command link is up and
+// again after every successful save, so the operator always edits what the node
+// applies. Edits not yet saved are never overwritten by a load: ``wordsDirty`` marks them.
 const ACTIONS = ["block", "mask", "hold"];
+let wordsDirty = false;
+let wordsCount = null; // entries in force, as last read (null: not read yet)
 
 function addWordRow(pattern = "", action = "block", focus = true) {
   const row = document.createElement("tr");
@@ -298,26 +320,173 @@ function addWordRow(pattern = "", action = "block", focus = true) {
   const select = el("select", { "aria-label": `${t("word_action")} ${n}`, class: "word-action" });
   for (const a of ACTIONS) select.append(el("option", { value: a, "data-i18n": `act_${a}` }, t(`act_${a}`)));
   select.value = action;
+  const remove = () => {
+    row.remove();
+    wordsDirty = true;
+  };
   row.append(
     el("td", {}, el("input", { class: "word-pattern", value: pattern, maxlength: 64, "aria-label": `${t("word_pattern")} ${n}` })),
     el("td", {}, select),
-    el("td", {}, el("button", { type: "button", class: "ghost", "data-i18n": "word_remove", onclick: () => row.remove() }, t("word_remove"))),
+    el("td", {}, el("button", { type: "button", class: "ghost", "data-i18n": "word_remove", "aria-label": `${t("word_remove")} ${n}`, onclick: remove }, t("word_remove"))),
   );
   $("words-body").append(row);
   if (focus) row.querySelector("input").focus();
 }
 
-$("word-add").addEventListener("click", () => addWordRow());
+$("words-body").addEventListener("input", () => (wordsDirty = true));
+$("words-body").addEventListener("change", () => (wordsDirty = true));
 
-$("words-save").addEventListener("click", () => {
-  const words = [...$("words-body").children]
+$("word-add").addEventListener("click", () => {
+  wordsDirty = true;
+  addWordRow();
+});
+
+let wordsStatus = null; // [key, vars] of the line under the editor, redrawn on a language switch
+
+function renderWordsLoaded(kept = false) {
+  wordsStatus = wordsCount === null ? ["words_loading", {}] : [kept ? "words_kept" : "words_loaded", { n: wordsCount }];
+  $("words-loaded").textContent = t(...wordsStatus);
+}
+
+/** Read the list in force into the editor (unless it holds unsaved edits). A refusal
+ * is shown next to the editor like any command's. After a save (``redraw``) the rows
+ * are always rebuilt from the node's answer, blank ones dropped. */
+async function loadWords(redraw = false) {
+  renderWordsLoaded();
+  const reply = await link.command("words.list", {});
+  if (reply.t !== "ack") {
+    report("words.list", reply, $("words-result"));
+    wordsStatus = null;
+    $("words-loaded").textContent = "";
+    return;
+  }
+  const words = (reply.result && reply.result.words) || [];
+  wordsCount = words.length;
+  if (wordsDirty) {
+    renderWordsLoaded(true);
+    return;
+  }
+  // Otherwise rows already showing exactly this list stay as they are (blank rows
+  // included), so a load never pulls a row from under the operator's cursor for nothing.
+  const same = JSON.stringify(editorWords()) === JSON.stringify(words.map((w) => ({ pattern: w.pattern, action: w.action })));
+  if (redraw || !same) {
+    $("words-body").replaceChildren();
+    for (const w of words) addWordRow(w.pattern, w.action, false);
+    if (!words.length) addWordRow("", "block", false);
+  }
+  renderWordsLoaded();
+}
+
+/** The editor's entries as ``words.set`` takes them (blank rows left out). */
+function editorWords() {
+  return [...$("words-body").children]
     .map((row) => ({
       pattern: row.querySelector(".word-pattern").value.trim(),
       action: row.querySelector(".word-action").value,
     }))
     .filter((w) => w.pattern);
-  run("words.set", { words }, $("words-result"));
+}
+
+$("words-save").addEventListener("click", async () => {
+  // Clean from the moment the rows are sent: an edit made while the node answers marks
+  // them dirty again, and the reload after the save then keeps it.
+  const wasDirty = wordsDirty;
+  wordsDirty = false;
+  const reply = await run("words.set", { words: editorWords() }, $("words-result"));
+  if (reply.t !== "ack") wordsDirty = wordsDirty || wasDirty;
+  else await loadWords(true);
 });
+
+// Auto-reply --------------------------------------------------------------------------------------
+// Rules are replaced as a whole by ``autoreply.set``; the editor starts with the rules in
+// force (``autoreply.list``), unless the operator already typed into it.
+async function loadRules() {
+  const reply = await link.command("autoreply.list", {});
+  if (reply.t !== "ack") {
+    report("autoreply.list", reply, $("autoreply-result"));
+    return;
+  }
+  const body = $("autoreply-body");
+  const untouched = [...body.children].every(
+    (row) => !row.querySelector(".rule-pattern").value && !row.querySelector(".rule-reply").value,
+  );
+  if (!untouched) return;
+  body.replaceChildren();
+  for (const r of reply.result.rules) addRuleRow(r.pattern, r.reply, false);
+  if (!body.children.length) addRuleRow("", "", false);
+}
+
+function addRuleRow(pattern = "", reply = "", focus = true) {
+  const row = document.createElement("tr");
+  const n = $("autoreply-body").children.length + 1;
+  row.append(
+    el("td", {}, el("input", { class: "rule-pattern", value: pattern, maxlength: 64, spellcheck: "false", "aria-label": `${t("ar_pattern")} ${n}` })),
+    el("td", {}, el("input", { class: "rule-reply", value: reply, maxlength: 200, "aria-label": `${t("ar_reply")} ${n}`, "aria-describedby": "autoreply-help" })),
+    el("td", {}, el("button", { type: "button", class: "ghost", "data-i18n": "word_remove", "aria-label": `${t("word_remove")} ${n}`, onclick: () => row.remove() }, t("word_remove"))),
+  );
+  $("autoreply-body").append(row);
+  if (focus) row.querySelector("input").focus();
+}
+
+$("autoreply-add").addEventListener("click", () => addRuleRow());
+
+$("autoreply-save").addEventListener("click", () => {
+  // A row with neither field is an unused blank; a half-filled one is sent as it is,
+  // so the node names the missing field instead of the page dropping it silently.
+  const rules = [...$("autoreply-body").children]
+    .map((row) => ({
+      pattern: row.querySelector(".rule-pattern").value.trim(),
+      reply: row.querySelector(".rule-reply").value.trim(),
+    }))
+    .filter((r) => r.pattern || r.reply);
+  run("autoreply.set", { rules }, $("autoreply-result"));
+});
+
+// Coupon drops ------------------------------------------------------------------------------------
+const drops = new Map(); // drop -> merged pushed state ({open, keyword, issued})
+
+function couponCodes() {
+  return $("coupon-codes")
+    .value.split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line);
+}
+
+function renderCouponCount() {
+  const n = couponCodes().length;
+  $("coupon-count").textContent = n ? t("coupon_count", { n }) : "";
+}
+
+$("coupon-codes").addEventListener("input", renderCouponCount);
+
+$("coupon-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const args = withOptional({ drop: $("coupon-id").value.trim(), codes: couponCodes() }, { keyword: $("coupon-kw").value.trim() });
+  run("coupon.open", args, $("coupon-result"));
+});
+
+$("coupon-close").addEventListener("click", async () => {
+  const drop = $("coupon-id").value.trim();
+  const reply = await run("coupon.close", { drop }, $("coupon-result"));
+  if (reply.t === "ack" && reply.result) {
+    drops.set(drop, { ...(drops.get(drop) || {}), open: false, issued: reply.result.issued });
+    renderCouponLive();
+  }
+});
+
+$("coupon-id").addEventListener("input", renderCouponLive);
+
+function renderCouponLive() {
+  const drop = $("coupon-id").value.trim();
+  const state = drops.get(drop);
+  if (!state) {
+    $("coupon-live").textContent = "";
+    return;
+  }
+  $("coupon-live").textContent = state.open
+    ? t("coupon_live_open", { drop })
+    : t("coupon_live_closed", { drop, n: state.issued ?? 0 });
+}
 
 // Overlay style ---------------------------------------------------------------------------------
 const STYLE_KEYS = ["font_size_px", "lanes", "speed_px_s", "opacity", "max_on_screen"];
@@ -350,6 +519,10 @@ function onState(msg) {
   if ("pk" in msg && !("side" in msg)) {
     pks.set(msg.pk, { ...(pks.get(msg.pk) || {}), ...msg });
     renderPkLive();
+  }
+  if ("coupon" in msg && !("code" in msg)) {
+    drops.set(msg.coupon, { ...(drops.get(msg.coupon) || {}), ...msg });
+    renderCouponLive();
   }
   if ("lottery" in msg && msg.phase) {
     lotteries.set(msg.lottery, { ...(lotteries.get(msg.lottery) || {}), ...msg });
@@ -522,6 +695,9 @@ onLanguage(() => {
   $("preview-status").textContent = t(...previewStatus);
   renderLinkState();
   renderTally();
+  renderCouponLive();
+  renderCouponCount();
+  if (wordsStatus) $("words-loaded").textContent = t(...wordsStatus);
   for (const chart of Object.values(charts)) chart.draw();
   if (lastStats) {
     const s = lastStats;
@@ -532,4 +708,5 @@ onLanguage(() => {
 
 setupLanguageToggle($("lang"));
 addWordRow("", "block", false);
+addRuleRow("", "", false);
 if (token) signIn(token);

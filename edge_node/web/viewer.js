@@ -1,8 +1,8 @@
 // The viewer page: plays the node's output over WHEP and sends interactions over the
 // WHEP session's `events` data channel, falling back to the /ws WebSocket when the data
 // channel does not open (or ?via=ws asks for it, e.g. where UDP is blocked). Every
-// request's ack or error is shown in words; pushed state drives the vote, lottery and
-// PK panels.
+// request's ack or error is shown in words; pushed state drives the vote, lottery, PK
+// and coupon panels and the auto-reply line.
 import {
   InteractionLink,
   adoptTokenFromUrl,
@@ -37,6 +37,8 @@ const view = {
   currentPoll: null,
   lottery: null,
   pk: null,
+  coupons: new Map(), // drop -> {open, keyword, code}, in the order first heard of
+  autoreply: null, // the latest automatic answer to this viewer
 };
 
 function setStatus(key, vars = {}) {
@@ -144,9 +146,72 @@ function onState(msg) {
     view.pk = { ...(view.pk && view.pk.pk === msg.pk ? view.pk : {}), ...msg };
     renderPk();
   }
-  // Sent to this viewer alone: a coupon code won, an automatic answer to a question.
-  if ("coupon" in msg && msg.code) addNotice(t("coupon_won", { code: msg.code }));
-  if ("autoreply" in msg) addNotice(t("autoreply", { text: msg.autoreply }));
+  // A drop opening or closing goes to everyone; a code won goes to this viewer alone
+  // (and again when it reconnects: the same code, so it is merged, never listed twice).
+  // A drop that ended before this page heard of it is nothing to show.
+  if ("coupon" in msg && (view.coupons.has(msg.coupon) || msg.open !== false || msg.code)) {
+    const drop = view.coupons.get(msg.coupon) || { open: false, keyword: null, code: null };
+    if ("open" in msg) drop.open = Boolean(msg.open);
+    if ("keyword" in msg) drop.keyword = msg.keyword;
+    if (msg.code) drop.code = msg.code;
+    view.coupons.set(msg.coupon, drop);
+    renderCoupons();
+  }
+  // Sent to this viewer alone: the automatic answer to its question.
+  if ("autoreply" in msg) {
+    view.autoreply = String(msg.autoreply);
+    renderAutoreply();
+  }
+}
+
+function renderAutoreply() {
+  const box = $("autoreply");
+  box.hidden = view.autoreply === null;
+  box.textContent = view.autoreply === null ? "" : t("autoreply", { text: view.autoreply });
+}
+
+/** A won code is the panel's headline (large, selectable, with a copy button); a drop
+ * still open says how to take part; a drop that ended without a code for this viewer
+ * says so. */
+function renderCoupons() {
+  const items = [];
+  for (const [drop, state] of view.coupons) {
+    if (state.code) {
+      const code = el("strong", { class: "coupon-code", "data-drop": drop, text: state.code });
+      items.push(
+        el(
+          "li",
+          { class: "won" },
+          el("span", { class: "small muted-text", text: t("coupon_code_label") }),
+          code,
+          el("button", { type: "button", class: "ghost", "aria-label": `${t("coupon_copy")}: ${state.code}`, onclick: () => copyCode(code) }, t("coupon_copy")),
+        ),
+      );
+    } else if (state.open) {
+      const how = state.keyword ? t("coupon_keyword", { kw: state.keyword }) : t("coupon_any");
+      items.push(el("li", { class: "coupon-open", "data-drop": drop, text: how }));
+    } else {
+      items.push(el("li", { class: "coupon-gone muted-text", "data-drop": drop, text: t("coupon_gone") }));
+    }
+  }
+  $("coupon-list").replaceChildren(...items);
+  $("coupon-panel").hidden = items.length === 0;
+}
+
+async function copyCode(node) {
+  try {
+    await navigator.clipboard.writeText(node.textContent);
+    $("coupon-copied").textContent = t("coupon_copied");
+  } catch {
+    // No clipboard access (an insecure origin, a refused permission): select the code
+    // so the phone's own copy menu is one tap away.
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    $("coupon-copied").textContent = t("coupon_copy_failed");
+  }
 }
 
 function renderMuted() {
@@ -251,12 +316,6 @@ function renderPk() {
   $("pk-winner").textContent = result;
 }
 
-function addNotice(text) {
-  const list = $("notices");
-  list.prepend(el("li", { text }));
-  while (list.children.length > 5) list.lastChild.remove();
-}
-
 onLanguage(() => {
   statusEl.textContent = t(...view.status);
   renderLikes();
@@ -264,6 +323,8 @@ onLanguage(() => {
   renderPoll();
   renderLottery();
   renderPk();
+  renderCoupons();
+  renderAutoreply();
   renderVia();
 });
 

@@ -151,6 +151,7 @@ def test_auto_reply_answers_the_asker_pins_it_and_cannot_be_used_to_spam() -> No
     first = say(e, "buyer", "这个多少钱？", 1.0)
     sent = pushes(first, "buyer")
     assert sent and "今晚 99 元" in str(sent)
+    assert cmd(e, "autoreply.list", {})["result"] == {"rules": rules}
     assert any("今晚 99 元" in p.text for p in e.scene(1.0).pinned)
     version = e.scene(1.0).version
     pins = {p.id for p in e.scene(1.0).pinned}
@@ -199,6 +200,8 @@ def test_a_late_client_is_welcomed_with_what_is_open() -> None:
     pk = next(w for w in welcome if w.get("pk") == "B")
     assert pk["sides"] == ["红", "蓝"] and pk["closed"] is False
     assert any(w.get("lottery") == "L" and w["keyword"] == "go" for w in welcome)
+    cmd(e, "coupon.open", {"drop": "D", "keyword": "券", "codes": ["X"]})
+    assert {"t": "state", "coupon": "D", "open": True, "keyword": "券"} in e.welcome("x", 1.0)
     assert {"t": "state", "muted": True, "seconds": 9.0} in welcome
     assert all("muted" not in w for w in e.welcome("someone", 1.0))
 

@@ -313,7 +313,7 @@ def spool_snapshot(data_dir: Path, dest: Path) -> tuple[dict[int, bytes], int]:
     return rows, max([int(meta.get("last_seq", 0)), int(meta.get("acked_through", 0)), *rows])
 
 
-@pytest.mark.timeout(100)
+@pytest.mark.timeout(400)  # 20 lives; a node start takes seconds on a loaded CI box
 def test_node_killed_repeatedly_loses_no_stored_summary_and_never_reuses_a_seq(
     tmp_path: Path, cleanup: list[Callable[[], Any]]
 ) -> None:

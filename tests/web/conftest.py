@@ -91,7 +91,7 @@ class Browser:
         )
         # Every wait in these tests is for something that takes well under a second on
         # a quiet machine; 15 s leaves room for a loaded CI box, not for a hang.
-        ctx.set_default_timeout(15000)
+        ctx.set_default_timeout(30000)  # a loaded 2-core CI box is slow to render
         page = await ctx.new_page()
         self.errors.watch(page, name)
         await page.goto(url)

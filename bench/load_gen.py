@@ -150,9 +150,14 @@ async def load(
         )
         while True:
             frame = await asyncio.wait_for(ws.receive(), 10)
-            if frame.type is not aiohttp.WSMsgType.BINARY:
+            # The node greets a new client with what is open, as JSON (it cannot know
+            # the client's framing yet); replies to us come as msgpack.
+            if frame.type is aiohttp.WSMsgType.TEXT:
+                reply = json.loads(frame.data)
+            elif frame.type is aiohttp.WSMsgType.BINARY:
+                reply = msgpack.unpackb(frame.data)
+            else:
                 raise RuntimeError(f"operator socket: {frame.type}")
-            reply = msgpack.unpackb(frame.data)
             if reply.get("t") != "state":
                 return reply
 

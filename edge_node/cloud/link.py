@@ -19,10 +19,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,6 +117,7 @@ class CloudLink:
         self.acked_seq = 0
         self.sent_seq = 0
         self.last_error: str | None = None
+        self.problem: str | None = None  # FailureKind of the last failure, None when up
         registry.gauge(
             "edge_node_cloud_connected",
             "1 while the cloud stream is up.",
@@ -131,7 +134,9 @@ class CloudLink:
             read=lambda: time.monotonic() - self.last_ack_at if self.last_ack_at else 0.0,
         )
         self.c_connects = registry.counter(
-            "edge_node_cloud_connects_total", "Cloud stream attempts, by outcome."
+            "edge_node_cloud_connects_total",
+            "Cloud stream attempts, by outcome: ok, or what went wrong (unreachable, "
+            "tls_verify_failed, tls_refused, tls_handshake_failed, unauthenticated, ...).",
         )
         self.c_commands = registry.counter(
             "edge_node_cloud_commands_total", "Commands from the cloud, by outcome."
@@ -145,6 +150,7 @@ class CloudLink:
             "sent_seq": self.sent_seq,
             "spool_depth": self._spool.stats().depth,
             "last_error": self.last_error,
+            "problem": self.problem,
         }
 
     def wake(self) -> None:
@@ -169,12 +175,10 @@ class CloudLink:
                 raise
             except (grpc.aio.AioRpcError, OSError, TimeoutError, ProtocolError) as exc:
                 # ProtocolError: the collector sent nonsense (an absurd ack): reconnect.
-                self.last_error = _describe(exc)
-                self.c_connects.inc(outcome="error")
+                self._failed(exc)
             except Exception as exc:  # our own bug: say so loudly, keep the link alive
                 log.exception("cloud link failed unexpectedly")
-                self.last_error = _describe(exc)
-                self.c_connects.inc(outcome="error")
+                self._failed(exc)
             finally:
                 self.connected = False
             if time.monotonic() - started > 30:
@@ -184,9 +188,15 @@ class CloudLink:
                 "cloud link down (%s); retrying in %.1f s",
                 self.last_error,
                 delay,
-                extra={"target": self.cfg.target},
+                extra={"target": self.cfg.target, "problem": self.problem},
             )
             await asyncio.sleep(delay)
+
+    def _failed(self, exc: BaseException) -> None:
+        problem = explain_failure(exc, self.cfg)
+        self.problem = problem.kind
+        self.last_error = f"{problem.reason} ({_describe(exc)})"
+        self.c_connects.inc(outcome=problem.kind)
 
     async def _session(self) -> None:
         options = KEEPALIVE_OPTIONS
@@ -198,29 +208,47 @@ class CloudLink:
         )
         metadata = (("authorization", f"Bearer {self.cfg.token}"),) if self.cfg.token else ()
         async with channel:
-            await asyncio.wait_for(channel.channel_ready(), self.cfg.connect_timeout_s)
             stub = edge_pb2_grpc.EdgeLinkStub(channel)  # type: ignore[no-untyped-call]
             self._spool.on_reconnect()
             self.sent_seq = self.acked_seq
             self._stream_no += 1
+            # No channel_ready() first: a connection or handshake that fails makes the
+            # call itself fail at once, with gRPC's reason (a certificate that does not
+            # verify, a refused client certificate, ...), where channel_ready() only
+            # ever times out. Connected means the collector answered the Hello.
             call = stub.Sync(self._outgoing(self._stream_no), metadata=metadata)
-            self.connected = True
-            self.last_error = None
-            self.c_connects.inc(outcome="ok")
-            self.last_ack_at = time.monotonic()
-            log.info("cloud link up", extra={"target": self.cfg.target})
-            watchdog = asyncio.create_task(self._watchdog(call))
+            watchdog: asyncio.Task[None] | None = None
             try:
-                async for msg in call:
+                messages = aiter(call)
+                try:
+                    first = await asyncio.wait_for(anext(messages), self.cfg.connect_timeout_s)
+                except StopAsyncIteration:
+                    raise ProtocolError("hello", "unanswered: the stream ended") from None
+                except TimeoutError:
+                    call.cancel()
+                    raise
+                self.connected = True
+                self.last_error = None
+                self.problem = None
+                self.c_connects.inc(outcome="ok")
+                self.last_ack_at = time.monotonic()
+                log.info("cloud link up", extra={"target": self.cfg.target})
+                watchdog = asyncio.create_task(self._watchdog(call))
+                self._on_cloud_message(first)
+                async for msg in messages:
                     self._on_cloud_message(msg)
             except asyncio.CancelledError:
-                if not watchdog.done() or watchdog.cancelled():
+                # grpc.aio raises CancelledError in the reader when the call is
+                # cancelled; when the watchdog did it, that is a failed stream to
+                # rebuild, not the link being stopped.
+                if watchdog is None or not watchdog.done() or watchdog.cancelled():
                     raise
                 raise ProtocolError(
                     "acks", f"none for {ACK_WATCHDOG_S:.0f} s while summaries waited"
                 ) from None
             finally:
-                watchdog.cancel()
+                if watchdog is not None:
+                    watchdog.cancel()
                 self._stream_no += 1  # this stream's generator takes nothing more
 
     async def _watchdog(self, call: Any) -> None:
@@ -233,12 +261,16 @@ class CloudLink:
                 return
 
     async def _outgoing(self, stream_no: int) -> AsyncIterator[edge_pb2.NodeMessage]:
+        # acked_through: everything below what the spool still holds was acked by
+        # some collector; one that lost its database starts counting from here
+        # instead of waiting forever for seqs this node can no longer send.
         yield edge_pb2.NodeMessage(
             hello=edge_pb2.Hello(
                 node_id=self.node_id,
                 boot_id=self.boot_id,
                 version=__version__,
                 proto_version=PROTO_VERSION,
+                acked_through=self._spool.stats().acked_through,
             )
         )
         while stream_no == self._stream_no:
@@ -345,6 +377,114 @@ def _summary_of(rec: Record) -> edge_pb2.Summary:
         payload=rec.payload,
         empty=bool(meta.get("empty", False)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFailure:
+    """Why the link is down, for people: ``kind`` is one of ``FAILURE_KINDS`` (also
+    the ``outcome`` label of edge_node_cloud_connects_total), ``reason`` says what
+    happened and which setting to check."""
+
+    kind: str
+    reason: str
+
+
+FAILURE_KINDS = (
+    "tls_verify_failed",  # the collector's certificate did not verify (wrong CA, name)
+    "tls_refused",  # the collector hung up in the handshake (client certificate?)
+    "tls_handshake_failed",  # any other TLS failure (e.g. TLS to a plaintext port)
+    "tls_files",  # our own TLS files cannot be read
+    "unauthenticated",  # the bearer token was refused
+    "permission_denied",
+    "unreachable",  # nothing listening, no route, DNS
+    "unavailable",  # the collector answered UNAVAILABLE itself (stopping, storage failed)
+    "timeout",  # no answer to the Hello within cloud.connect_timeout_s
+    "stalled",  # acks stopped while summaries waited: the watchdog rebuilt the stream
+    "refused",  # the collector refused the stream (another status code)
+    "protocol",  # the collector said something that makes no sense
+    "internal",  # a bug of ours
+)
+
+# gRPC puts the handshake's failure into the UNAVAILABLE status' details, e.g.
+# "... Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL
+# routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: unable to get local issuer
+# certificate: OK".
+_VERIFY_FAILED = re.compile(r"CERTIFICATE_VERIFY_FAILED:?\s*([^:]*)")
+_PEER_NAME = re.compile(r"Peer name (\S+) is not in peer certificate")
+_SSL_ERROR = re.compile(r"OPENSSL_internal:([A-Z_]+)")
+# What gRPC says when it got no connection at all (nothing listening, no route, DNS).
+_CONNECT_FAILED = ("failed to connect", "Connection refused", "DNS resolution", "unreachable")
+
+
+def explain_failure(exc: BaseException, cfg: CloudConfig) -> LinkFailure:
+    """What a failed attempt means, from the exception grpc (or we) raised. Pure."""
+    if isinstance(exc, TimeoutError):
+        return LinkFailure(
+            "timeout",
+            f"the collector did not answer the Hello within {cfg.connect_timeout_s:g} s "
+            "(cloud.connect_timeout_s)",
+        )
+    if isinstance(exc, ProtocolError) and exc.field == "acks":
+        return LinkFailure(
+            "stalled",
+            f"the stream stalled ({exc.reason}): the collector, or the path to it, stopped "
+            "answering; rebuilt",
+        )
+    if isinstance(exc, ProtocolError):
+        return LinkFailure("protocol", f"the collector broke the protocol: {exc}")
+    if isinstance(exc, OSError) and exc.filename:
+        return LinkFailure("tls_files", f"cannot read a TLS file of the cloud section: {exc}")
+    if isinstance(exc, OSError):
+        return LinkFailure("unreachable", f"cannot reach the collector at {cfg.target}: {exc}")
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return LinkFailure("internal", f"the link failed unexpectedly: {exc!r}")
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        token = "cloud.token is empty" if not cfg.token else "check cloud.token"
+        return LinkFailure("unauthenticated", f"the collector refused our bearer token ({token})")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return LinkFailure("permission_denied", f"the collector denied this node: {details}")
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return LinkFailure("refused", f"the collector ended the stream with {code.name}")
+    verify = _VERIFY_FAILED.search(details)
+    if verify is not None:
+        why = verify.group(1).strip() or "no detail"
+        ca = cfg.tls_ca or "the system's roots (cloud.tls_ca is empty)"
+        return LinkFailure(
+            "tls_verify_failed",
+            f"certificate verify failed: the collector's certificate is not signed by a CA "
+            f"we trust ({why}); we trust {ca}",
+        )
+    name = _PEER_NAME.search(details)
+    if name is not None:
+        return LinkFailure(
+            "tls_verify_failed",
+            f"certificate verify failed: the collector's certificate does not name "
+            f"{name.group(1)} (cloud.target)",
+        )
+    ssl = _SSL_ERROR.search(details)
+    if ssl is not None or "handshake failed" in details.lower():
+        what = ssl.group(1) if ssl is not None else "handshake failed"
+        return LinkFailure(
+            "tls_handshake_failed",
+            f"the TLS handshake failed ({what}): does the collector serve TLS on {cfg.target}?",
+        )
+    if "Socket closed" in details or "Connection reset" in details:
+        if cfg.tls:
+            cert = cfg.tls_cert or "none: cloud.tls_cert is empty"
+            return LinkFailure(
+                "tls_refused",
+                "the collector closed the connection in the TLS handshake: it probably "
+                f"refused our client certificate (mTLS; ours: {cert})",
+            )
+        return LinkFailure(
+            "refused",
+            "the collector closed the connection at once: does it expect TLS (cloud.tls)?",
+        )
+    if any(marker in details for marker in _CONNECT_FAILED):
+        return LinkFailure("unreachable", f"cannot reach the collector at {cfg.target}")
+    # The collector itself said UNAVAILABLE (shutting down, its database failed, ...).
+    return LinkFailure("unavailable", f"the collector is unavailable: {details or 'no detail'}")
 
 
 def _describe(exc: BaseException) -> str:

@@ -25,9 +25,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_node.backoff import Backoff
 from edge_node.cloud import collector as col
 from edge_node.cloud._proto import edge_pb2 as pb
 from edge_node.cloud._proto import edge_pb2_grpc as pb_grpc
+from edge_node.cloud.link import CloudLink
+from edge_node.cloud.spool import Spool
+from edge_node.cloud.spool_state import Bounds
+from edge_node.config import CloudConfig
+from edge_node.metrics import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 T0_MS = 1_700_000_000_000  # a window start, whole seconds
@@ -66,9 +72,11 @@ class FakeNode:
         token: str | None = None,
         credentials: Any = None,
         proto_version: int = 1,
+        acked_through: int = 0,
     ) -> None:
         self.node_id = node_id
         self.proto_version = proto_version
+        self.acked_through = acked_through
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(target)
@@ -94,6 +102,7 @@ class FakeNode:
                 boot_id="boot-1",
                 version="test",
                 proto_version=self.proto_version,
+                acked_through=self.acked_through,
             )
             # Refused at once (a wrong token, say)? The reader records why.
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -155,6 +164,58 @@ class FakeNode:
         await self.channel.close()
 
 
+class LinkedNode:
+    """The node's real cloud side, in this process: its durable spool and its link
+    (``CloudLink``), dialling ``target``; summaries are appended as the app does."""
+
+    def __init__(self, spool: Spool, link: CloudLink) -> None:
+        self.spool = spool
+        self.link = link
+
+    @classmethod
+    async def start(
+        cls, data_dir: Path, target: str, node_id: str = "venue-1", **cloud: Any
+    ) -> LinkedNode:
+        registry = Registry()
+        spool = await Spool.open(
+            data_dir / f"{node_id}-spool.db",
+            bounds=Bounds(100_000, 1 << 30, 86_400.0),
+            registry=registry,
+            node_id=node_id,
+            durability="memory",
+            commit_interval_s=0.005,
+        )
+        cfg = CloudConfig(target=target, **{"connect_timeout_s": 3.0, **cloud})
+        link = CloudLink(
+            cfg,
+            node_id,
+            spool,
+            registry,
+            apply_command=lambda cmd, args: {},
+            platform_event=lambda kind, user, payload: None,
+            backoff=Backoff(0.05, 0.3),
+        )
+        await link.start()
+        return cls(spool, link)
+
+    async def append(self, count: int) -> list[int]:
+        """``count`` one-second summaries, each returned once committed."""
+        seqs = []
+        for _ in range(count):
+            start_s = T0_MS // 1000 + self.spool.stats().next_seq - 1
+            data = {"v": 1, "start": start_s, "window_s": 1, "empty": False, "events": {}}
+            seqs.append(await self.spool.append("summary", bytes(msgpack.packb(data))))
+            self.link.wake()
+        return seqs
+
+    def caught_up(self, seq: int) -> bool:
+        return self.link.acked_seq >= seq and self.spool.stats().depth == 0
+
+    async def stop(self) -> None:
+        await self.link.stop()
+        await self.spool.close()
+
+
 @pytest.fixture
 async def collector(tmp_path: Path) -> AsyncIterator[col.Collector]:
     c = await col.serve("127.0.0.1:0", tmp_path / "collector.db")
@@ -200,6 +261,22 @@ def test_contiguous_seqs_is_the_longest_stored_prefix(seqs: list[int]) -> None:
         expected += 1
     assert tracker.highest == expected
     assert tracker.above == {s for s in seqs if s > expected + 1}
+
+
+async def test_rows_arriving_within_the_commit_delay_share_one_commit(tmp_path: Path) -> None:
+    store = col.CollectorStore(tmp_path / "batch.db", commit_delay_s=0.5)
+    await store.open()
+    try:
+        futures = []
+        for seq in range(1, 21):
+            summary = col.WindowSummary(seq, T0_MS + seq * 1000, 1, payload(seq), False)
+            futures.append(store.add_summary("venue-1", summary, T0_MS))
+            await asyncio.sleep(0.005)  # one every 5 ms: 100 ms in all
+        acks = await asyncio.gather(*futures)
+    finally:
+        await store.close()
+    assert acks == [20] * 20  # each answered after the one commit that holds them all
+    assert store.commits == 1 and store.stored == 20
 
 
 def test_summary_json_view_decodes_the_payload_and_flags_garbage() -> None:
@@ -591,15 +668,7 @@ async def test_mtls_accepts_the_right_client_certificate_only(tmp_path: Path) ->
         await c.stop(grace_s=0.5)
 
 
-async def test_health_and_reflection_when_installed(collector: col.Collector) -> None:
-    health_pb2 = pytest.importorskip("grpc_health.v1.health_pb2")
-    health_pb2_grpc = pytest.importorskip("grpc_health.v1.health_pb2_grpc")
-    assert collector.health_served
-    async with grpc.aio.insecure_channel(collector.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for service in ("", col.EDGE_LINK_SERVICE, col.COLLECTOR_SERVICE):
-            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
-            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+# Health checking and reflection: tests/cloud/test_collector_health.py.
 
 
 # -- the CLI verbs, as processes --------------------------------------------------------

@@ -28,7 +28,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x64ge_node/v1/edge.proto\x12\x0c\x65\x64ge_node.v1\"\x9c\x01\n\x0bNodeMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.edge_node.v1.HelloH\x00\x12(\n\x07summary\x18\x02 \x01(\x0b\x32\x15.edge_node.v1.SummaryH\x00\x12\x35\n\x0e\x63ommand_result\x18\x03 \x01(\x0b\x32\x1b.edge_node.v1.CommandResultH\x00\x42\x06\n\x04kind\"Q\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rproto_version\x18\x04 \x01(\r\"f\n\x07Summary\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1c\n\x14window_start_unix_ms\x18\x02 \x01(\x03\x12\x10\n\x08window_s\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\r\n\x05\x65mpty\x18\x05 \x01(\x08\"g\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x99\x01\n\x0c\x43loudMessage\x12 \n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x11.edge_node.v1.AckH\x00\x12(\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x15.edge_node.v1.CommandH\x00\x12\x35\n\x0eplatform_event\x18\x03 \x01(\x0b\x32\x1b.edge_node.v1.PlatformEventH\x00\x42\x06\n\x04kind\"%\n\x03\x41\x63k\x12\x1e\n\x16highest_contiguous_seq\x18\x01 \x01(\x04\"=\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63md\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\t\"S\n\rPlatformEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\"\x12\n\x10ListNodesRequest\":\n\x11ListNodesResponse\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.edge_node.v1.NodeInfo\"\x8b\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x19\n\x11last_seen_unix_ms\x18\x04 \x01(\x03\x12\x11\n\tconnected\x18\x05 \x01(\x08\x12\x1e\n\x16highest_contiguous_seq\x18\x06 \x01(\x04\"e\n\x15QuerySummariesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x02 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\r\"\x97\x01\n\rSummaryRecord\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x1c\n\x14window_start_unix_ms\x18\x03 \x01(\x03\x12\x10\n\x08window_s\x18\x04 \x01(\r\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\r\n\x05\x65mpty\x18\x06 \x01(\x08\x12\x18\n\x10received_unix_ms\x18\x07 \x01(\x03\"m\n\x12SendCommandRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63md\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\t\x12\x12\n\ncommand_id\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\"~\n\x13\x43ommandResultRecord\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncommand_id\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x13\n\x0bresult_json\x18\x04 \x01(\t\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t2M\n\x08\x45\x64geLink\x12\x41\n\x04Sync\x12\x19.edge_node.v1.NodeMessage\x1a\x1a.edge_node.v1.CloudMessage(\x01\x30\x01\x32\x83\x02\n\tCollector\x12L\n\tListNodes\x12\x1e.edge_node.v1.ListNodesRequest\x1a\x1f.edge_node.v1.ListNodesResponse\x12T\n\x0eQuerySummaries\x12#.edge_node.v1.QuerySummariesRequest\x1a\x1b.edge_node.v1.SummaryRecord0\x01\x12R\n\x0bSendCommand\x12 .edge_node.v1.SendCommandRequest\x1a!.edge_node.v1.CommandResultRecordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x64ge_node/v1/edge.proto\x12\x0c\x65\x64ge_node.v1\"\x9c\x01\n\x0bNodeMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.edge_node.v1.HelloH\x00\x12(\n\x07summary\x18\x02 \x01(\x0b\x32\x15.edge_node.v1.SummaryH\x00\x12\x35\n\x0e\x63ommand_result\x18\x03 \x01(\x0b\x32\x1b.edge_node.v1.CommandResultH\x00\x42\x06\n\x04kind\"h\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rproto_version\x18\x04 \x01(\r\x12\x15\n\racked_through\x18\x05 \x01(\x04\"f\n\x07Summary\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1c\n\x14window_start_unix_ms\x18\x02 \x01(\x03\x12\x10\n\x08window_s\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\r\n\x05\x65mpty\x18\x05 \x01(\x08\"g\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x99\x01\n\x0c\x43loudMessage\x12 \n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x11.edge_node.v1.AckH\x00\x12(\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x15.edge_node.v1.CommandH\x00\x12\x35\n\x0eplatform_event\x18\x03 \x01(\x0b\x32\x1b.edge_node.v1.PlatformEventH\x00\x42\x06\n\x04kind\"%\n\x03\x41\x63k\x12\x1e\n\x16highest_contiguous_seq\x18\x01 \x01(\x04\"=\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63md\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\t\"S\n\rPlatformEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\"\x12\n\x10ListNodesRequest\":\n\x11ListNodesResponse\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.edge_node.v1.NodeInfo\"\xa4\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x19\n\x11last_seen_unix_ms\x18\x04 \x01(\x03\x12\x11\n\tconnected\x18\x05 \x01(\x08\x12\x1e\n\x16highest_contiguous_seq\x18\x06 \x01(\x04\x12\x17\n\x0f\x61\x63ked_elsewhere\x18\x07 \x01(\x04\"e\n\x15QuerySummariesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x02 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\r\"\x97\x01\n\rSummaryRecord\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x1c\n\x14window_start_unix_ms\x18\x03 \x01(\x03\x12\x10\n\x08window_s\x18\x04 \x01(\r\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\r\n\x05\x65mpty\x18\x06 \x01(\x08\x12\x18\n\x10received_unix_ms\x18\x07 \x01(\x03\"m\n\x12SendCommandRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63md\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\t\x12\x12\n\ncommand_id\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\"~\n\x13\x43ommandResultRecord\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncommand_id\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x13\n\x0bresult_json\x18\x04 \x01(\t\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t2M\n\x08\x45\x64geLink\x12\x41\n\x04Sync\x12\x19.edge_node.v1.NodeMessage\x1a\x1a.edge_node.v1.CloudMessage(\x01\x30\x01\x32\x83\x02\n\tCollector\x12L\n\tListNodes\x12\x1e.edge_node.v1.ListNodesRequest\x1a\x1f.edge_node.v1.ListNodesResponse\x12T\n\x0eQuerySummaries\x12#.edge_node.v1.QuerySummariesRequest\x1a\x1b.edge_node.v1.SummaryRecord0\x01\x12R\n\x0bSendCommand\x12 .edge_node.v1.SendCommandRequest\x1a!.edge_node.v1.CommandResultRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,35 +38,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEMESSAGE']._serialized_start=42
   _globals['_NODEMESSAGE']._serialized_end=198
   _globals['_HELLO']._serialized_start=200
-  _globals['_HELLO']._serialized_end=281
-  _globals['_SUMMARY']._serialized_start=283
-  _globals['_SUMMARY']._serialized_end=385
-  _globals['_COMMANDRESULT']._serialized_start=387
-  _globals['_COMMANDRESULT']._serialized_end=490
-  _globals['_CLOUDMESSAGE']._serialized_start=493
-  _globals['_CLOUDMESSAGE']._serialized_end=646
-  _globals['_ACK']._serialized_start=648
-  _globals['_ACK']._serialized_end=685
-  _globals['_COMMAND']._serialized_start=687
-  _globals['_COMMAND']._serialized_end=748
-  _globals['_PLATFORMEVENT']._serialized_start=750
-  _globals['_PLATFORMEVENT']._serialized_end=833
-  _globals['_LISTNODESREQUEST']._serialized_start=835
-  _globals['_LISTNODESREQUEST']._serialized_end=853
-  _globals['_LISTNODESRESPONSE']._serialized_start=855
-  _globals['_LISTNODESRESPONSE']._serialized_end=913
-  _globals['_NODEINFO']._serialized_start=916
-  _globals['_NODEINFO']._serialized_end=1055
-  _globals['_QUERYSUMMARIESREQUEST']._serialized_start=1057
-  _globals['_QUERYSUMMARIESREQUEST']._serialized_end=1158
-  _globals['_SUMMARYRECORD']._serialized_start=1161
-  _globals['_SUMMARYRECORD']._serialized_end=1312
-  _globals['_SENDCOMMANDREQUEST']._serialized_start=1314
-  _globals['_SENDCOMMANDREQUEST']._serialized_end=1423
-  _globals['_COMMANDRESULTRECORD']._serialized_start=1425
-  _globals['_COMMANDRESULTRECORD']._serialized_end=1551
-  _globals['_EDGELINK']._serialized_start=1553
-  _globals['_EDGELINK']._serialized_end=1630
-  _globals['_COLLECTOR']._serialized_start=1633
-  _globals['_COLLECTOR']._serialized_end=1892
+  _globals['_HELLO']._serialized_end=304
+  _globals['_SUMMARY']._serialized_start=306
+  _globals['_SUMMARY']._serialized_end=408
+  _globals['_COMMANDRESULT']._serialized_start=410
+  _globals['_COMMANDRESULT']._serialized_end=513
+  _globals['_CLOUDMESSAGE']._serialized_start=516
+  _globals['_CLOUDMESSAGE']._serialized_end=669
+  _globals['_ACK']._serialized_start=671
+  _globals['_ACK']._serialized_end=708
+  _globals['_COMMAND']._serialized_start=710
+  _globals['_COMMAND']._serialized_end=771
+  _globals['_PLATFORMEVENT']._serialized_start=773
+  _globals['_PLATFORMEVENT']._serialized_end=856
+  _globals['_LISTNODESREQUEST']._serialized_start=858
+  _globals['_LISTNODESREQUEST']._serialized_end=876
+  _globals['_LISTNODESRESPONSE']._serialized_start=878
+  _globals['_LISTNODESRESPONSE']._serialized_end=936
+  _globals['_NODEINFO']._serialized_start=939
+  _globals['_NODEINFO']._serialized_end=1103
+  _globals['_QUERYSUMMARIESREQUEST']._serialized_start=1105
+  _globals['_QUERYSUMMARIESREQUEST']._serialized_end=1206
+  _globals['_SUMMARYRECORD']._serialized_start=1209
+  _globals['_SUMMARYRECORD']._serialized_end=1360
+  _globals['_SENDCOMMANDREQUEST']._serialized_start=1362
+  _globals['_SENDCOMMANDREQUEST']._serialized_end=1471
+  _globals['_COMMANDRESULTRECORD']._serialized_start=1473
+  _globals['_COMMANDRESULTRECORD']._serialized_end=1599
+  _globals['_EDGELINK']._serialized_start=1601
+  _globals['_EDGELINK']._serialized_end=1678
+  _globals['_COLLECTOR']._serialized_start=1681
+  _globals['_COLLECTOR']._serialized_end=1940
 # @@protoc_insertion_point(module_scope)

@@ -21,16 +21,18 @@ class NodeMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node_id", "boot_id", "version", "proto_version")
+    __slots__ = ("node_id", "boot_id", "version", "proto_version", "acked_through")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROTO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACKED_THROUGH_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     boot_id: str
     version: str
     proto_version: int
-    def __init__(self, node_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., version: _Optional[str] = ..., proto_version: _Optional[int] = ...) -> None: ...
+    acked_through: int
+    def __init__(self, node_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., version: _Optional[str] = ..., proto_version: _Optional[int] = ..., acked_through: _Optional[int] = ...) -> None: ...
 
 class Summary(_message.Message):
     __slots__ = ("seq", "window_start_unix_ms", "window_s", "payload", "empty")
@@ -109,20 +111,22 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "boot_id", "version", "last_seen_unix_ms", "connected", "highest_contiguous_seq")
+    __slots__ = ("node_id", "boot_id", "version", "last_seen_unix_ms", "connected", "highest_contiguous_seq", "acked_elsewhere")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     HIGHEST_CONTIGUOUS_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACKED_ELSEWHERE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     boot_id: str
     version: str
     last_seen_unix_ms: int
     connected: bool
     highest_contiguous_seq: int
-    def __init__(self, node_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., version: _Optional[str] = ..., last_seen_unix_ms: _Optional[int] = ..., connected: _Optional[bool] = ..., highest_contiguous_seq: _Optional[int] = ...) -> None: ...
+    acked_elsewhere: int
+    def __init__(self, node_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., version: _Optional[str] = ..., last_seen_unix_ms: _Optional[int] = ..., connected: _Optional[bool] = ..., highest_contiguous_seq: _Optional[int] = ..., acked_elsewhere: _Optional[int] = ...) -> None: ...
 
 class QuerySummariesRequest(_message.Message):
     __slots__ = ("node_id", "since_unix_ms", "until_unix_ms", "limit")

@@ -1,0 +1,557 @@
+"""The collector's storage: summaries, nodes, command results and seq gaps in SQLite.
+
+Every SQLite call runs on one dedicated thread (a single-worker executor), which also
+owns the per-node ``ContiguousSeqs``; the event loop only awaits results. Summaries
+from every stream are group-committed by one writer task.
+
+What it must never do:
+
+- block the event loop (no SQLite call on the loop thread);
+- resolve a summary's future before the transaction holding it is committed
+  (``synchronous=FULL`` by default, so an ack survives a power loss of the box);
+- invent data: seqs a node says were acknowledged before this database existed are
+  recorded as a gap (``acked_elsewhere``), never as summaries.
+
+It also knows whether it works: every failed call marks it unhealthy, a committed
+write marks it healthy again (``healthy``, ``on_health_change``), and ``probe()``
+makes a tiny real write so that an idle store still finds out (the gRPC health
+service reports from this).
+
+Not implemented: PostgreSQL (issue 7 asks for it "when given a DSN"); this class is
+the seam where a PostgreSQL store would go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edge_node.cloud.collector_errors import StorageError
+from edge_node.cloud.collector_records import (
+    MAX_SEQ,
+    CommandResult,
+    Hello,
+    NodeInfo,
+    SeqGap,
+    StoredSummary,
+    WindowSummary,
+)
+from edge_node.cloud.collector_seqs import ContiguousSeqs
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX_ROWS = 1000  # summaries per transaction
+# Group commit: a batch is committed this long after its first row (or at
+# BATCH_MAX_ROWS). Every commit costs an fsync and a trip to the database thread;
+# with thousands of nodes sending one summary a second each, rows arriving within a
+# few ms share one, at the price of those ms of ack latency.
+COMMIT_DELAY_S = 0.005
+QUERY_PAGE_ROWS = 500  # rows fetched per executor call when streaming a query
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for a lock held by another process
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id       TEXT PRIMARY KEY,
+    boot_id       TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    proto_version INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    acked_seq     INTEGER NOT NULL DEFAULT 0  -- highest contiguous seq accounted for
+);
+CREATE TABLE IF NOT EXISTS summaries (
+    node_id         TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    window_start_ms INTEGER NOT NULL,
+    window_s        INTEGER NOT NULL,
+    payload         BLOB NOT NULL,
+    empty           INTEGER NOT NULL,
+    received_ms     INTEGER NOT NULL,
+    PRIMARY KEY (node_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS summaries_by_start ON summaries (window_start_ms, node_id, seq);
+CREATE INDEX IF NOT EXISTS summaries_by_node_start
+    ON summaries (node_id, window_start_ms, seq);
+CREATE TABLE IF NOT EXISTS command_results (
+    node_id     TEXT NOT NULL,
+    command_id  TEXT NOT NULL,
+    cmd         TEXT NOT NULL,
+    ok          INTEGER NOT NULL,
+    result_json TEXT NOT NULL,
+    error_code  TEXT NOT NULL,
+    error       TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, command_id)
+) WITHOUT ROWID;
+-- Seqs a node said were acknowledged before (Hello.acked_through) that this database
+-- never held: a fresh or restored database. Not data; the reason the ack moved on.
+CREATE TABLE IF NOT EXISTS acked_elsewhere (
+    node_id     TEXT NOT NULL,
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    boot_id     TEXT NOT NULL,
+    recorded_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, first_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""
+
+_SUMMARY_COLUMNS = "node_id, seq, window_start_ms, window_s, payload, empty, received_ms"
+_INSERT_SUMMARY = (
+    f"INSERT OR IGNORE INTO summaries ({_SUMMARY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+HealthListener = Callable[[bool, str], None]
+"""``(healthy, reason)``: called on the event loop when the store's health changes."""
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    node_id: str
+    summary: WindowSummary
+    received_ms: int
+    future: asyncio.Future[int]
+
+
+def retrieve_exception(fut: asyncio.Future[Any]) -> None:
+    """Done-callback: a stream that died no longer awaits its futures; don't let
+    asyncio complain about an error nobody is left to hear (the stream saw it)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class CollectorStore:
+    """Summaries, nodes, command results and seq gaps in SQLite (WAL).
+
+    ``add_summary`` queues a row and returns a future; a writer task commits whatever
+    has queued within ``commit_delay_s`` of the first in one transaction (up to
+    ``BATCH_MAX_ROWS``) and resolves each future with its node's highest contiguous
+    seq *after* the commit. ``INSERT OR IGNORE``
+    on the primary key (node_id, seq) is the dedup.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        commit_delay_s: float = COMMIT_DELAY_S,
+    ) -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"unknown synchronous level {synchronous!r}")
+        if busy_timeout_ms < 0:
+            raise ValueError(f"busy_timeout_ms must be >= 0, got {busy_timeout_ms}")
+        if not 0 <= commit_delay_s <= 1:
+            raise ValueError(f"commit_delay_s must be in [0, 1], got {commit_delay_s}")
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_ms = busy_timeout_ms
+        self.commit_delay_s = commit_delay_s
+        self.duplicates = 0  # summaries received again after they were stored
+        self.stored = 0
+        self.commits = 0  # transactions that stored summaries
+        self.failures = 0  # calls that failed with a storage error
+        self.healthy = True
+        self.last_error: str | None = None
+        self.last_write_ok = 0.0  # time.monotonic() of the last committed write
+        self.on_health_change: HealthListener | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # used on the executor thread only
+        self._trackers: dict[str, ContiguousSeqs] = {}  # executor thread only
+        self._queue: list[_PendingWrite] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-db")
+        try:
+            await self._run(self._open_db)
+        except StorageError as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise StorageError(f"cannot open the database {self.path}: {exc}") from exc
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="collector-db-writer")
+
+    async def close(self) -> None:
+        """Commit what is queued, then close the database."""
+        if self._executor is None:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+            self._writer = None
+        await self._run(self._close_db)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _open_db(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _close_db(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _run(self, fn: Callable[..., _T], *args: Any, write: bool = False) -> _T:
+        """Run ``fn(*args)`` on the database thread. Any failure marks the store
+        unhealthy; a ``write`` that returns (its commit done) marks it healthy."""
+        if self._executor is None:
+            raise StorageError("the store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except (sqlite3.Error, OSError) as exc:
+            self.failures += 1
+            self._set_health(False, f"{type(exc).__name__}: {exc}")
+            raise StorageError(f"{self.path}: {exc}") from exc
+        if write:
+            self.last_write_ok = time.monotonic()
+            self._set_health(True, "")
+        return result
+
+    def _set_health(self, healthy: bool, reason: str) -> None:
+        if not healthy:
+            self.last_error = reason
+        if healthy == self.healthy:
+            return
+        self.healthy = healthy
+        if healthy:
+            log.warning("collector: the database works again", extra={"db": str(self.path)})
+        else:
+            log.error("collector: the database failed: %s", reason, extra={"db": str(self.path)})
+        if self.on_health_change is not None:
+            self.on_health_change(healthy, reason)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError("the store is not open")
+        return self._conn
+
+    # -- health -------------------------------------------------------------------
+
+    async def probe(self, now_ms: int) -> None:
+        """One small committed write (raises StorageError when it fails): how an idle
+        store finds out that its disk is full, locked or gone, and when it is back."""
+        await self._run(self._probe, now_ms, write=True)
+
+    def _probe(self, now_ms: int) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('probed_ms', ?)",
+                (now_ms,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- summaries ----------------------------------------------------------------
+
+    def add_summary(
+        self, node_id: str, summary: WindowSummary, received_ms: int
+    ) -> asyncio.Future[int]:
+        """Queue one summary; the future resolves, after the commit, to the node's
+        highest contiguous stored seq (or fails with StorageError)."""
+        if self._closing or self._executor is None:
+            raise StorageError("the store is closed")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(retrieve_exception)
+        self._queue.append(_PendingWrite(node_id, summary, received_ms, fut))
+        self._wake.set()
+        return fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if self.commit_delay_s > 0 and len(self._queue) < BATCH_MAX_ROWS and not self._closing:
+                await asyncio.sleep(self.commit_delay_s)  # let the batch fill
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[:BATCH_MAX_ROWS]
+                del self._queue[:BATCH_MAX_ROWS]
+                try:
+                    highest, inserted = await self._run(self._write_batch, batch, write=True)
+                except StorageError as exc:
+                    log.error("collector: storing %d summaries failed: %s", len(batch), exc)
+                    error = StorageError(f"storing summaries failed: {exc}")
+                    for w in batch:
+                        if not w.future.done():
+                            w.future.set_exception(error)
+                    continue
+                self.commits += 1
+                self.stored += inserted
+                self.duplicates += len(batch) - inserted
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_result(highest[w.node_id])
+            if self._closing:
+                return
+
+    def _tracker(self, node_id: str) -> ContiguousSeqs:
+        """The node's seq tracker, loaded from the database on first use (thread)."""
+        tracker = self._trackers.get(node_id)
+        if tracker is not None:
+            return tracker
+        conn = self._db()
+        row = conn.execute("SELECT acked_seq FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
+        tracker = ContiguousSeqs(int(row[0]) if row else 0)
+        # Rows stored beyond a gap (and, if acked_seq lagged, beyond it) extend it.
+        for (seq,) in conn.execute(
+            "SELECT seq FROM summaries WHERE node_id = ? AND seq > ? ORDER BY seq",
+            (node_id, tracker.highest),
+        ):
+            tracker.add(int(seq))
+        self._trackers[node_id] = tracker
+        return tracker
+
+    def _write_batch(self, batch: list[_PendingWrite]) -> tuple[dict[str, int], int]:
+        """Insert one batch in one transaction (thread); returns each node's highest
+        contiguous seq after the commit, and how many rows were new."""
+        conn = self._db()
+        # Tentative copies: the in-memory state changes only if the commit succeeds.
+        trackers = {w.node_id: self._tracker(w.node_id).copy() for w in batch}
+        last_seen: dict[str, int] = {}
+        rows = []
+        for w in batch:
+            s = w.summary
+            rows.append(
+                (
+                    w.node_id,
+                    s.seq,
+                    s.window_start_unix_ms,
+                    s.window_s,
+                    s.payload,
+                    int(s.empty),
+                    w.received_ms,
+                )
+            )
+            trackers[w.node_id].add(s.seq)
+            last_seen[w.node_id] = max(last_seen.get(w.node_id, 0), w.received_ms)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.executemany(_INSERT_SUMMARY, rows)
+            inserted = cur.rowcount
+            conn.executemany(
+                "UPDATE nodes SET acked_seq = MAX(acked_seq, ?), "
+                "last_seen_ms = MAX(last_seen_ms, ?) WHERE node_id = ?",
+                [(trackers[n].highest, last_seen[n], n) for n in trackers],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._trackers.update(trackers)
+        return {n: t.highest for n, t in trackers.items()}, inserted
+
+    async def query_summaries(
+        self,
+        node_id: str = "",
+        since_ms: int = 0,
+        until_ms: int = 0,
+        limit: int = 0,
+    ) -> AsyncIterator[StoredSummary]:
+        """Stored summaries, oldest window first (start, node, seq); fetched in pages
+        so a large range never sits in memory at once. Zero values do not filter."""
+        after: tuple[int, str, int] | None = None
+        remaining = limit if limit > 0 else None
+        while remaining is None or remaining > 0:
+            page = QUERY_PAGE_ROWS if remaining is None else min(QUERY_PAGE_ROWS, remaining)
+            rows = await self._run(self._query_page, node_id, since_ms, until_ms, after, page)
+            for r in rows:
+                yield r
+            if len(rows) < page:
+                return
+            last = rows[-1]
+            after = (last.window_start_unix_ms, last.node_id, last.seq)
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def _query_page(
+        self,
+        node_id: str,
+        since_ms: int,
+        until_ms: int,
+        after: tuple[int, str, int] | None,
+        page: int,
+    ) -> list[StoredSummary]:
+        where = ["window_start_ms >= ?"]
+        params: list[int | str] = [since_ms if since_ms > 0 else -MAX_SEQ]
+        if until_ms > 0:
+            where.append("window_start_ms < ?")
+            params.append(until_ms)
+        if node_id:
+            where.append("node_id = ?")
+            params.append(node_id)
+        if after is not None:
+            where.append("(window_start_ms, node_id, seq) > (?, ?, ?)")
+            params.extend(after)
+        sql = (
+            f"SELECT {_SUMMARY_COLUMNS} FROM summaries WHERE {' AND '.join(where)} "
+            "ORDER BY window_start_ms, node_id, seq LIMIT ?"
+        )
+        return [
+            StoredSummary(str(n), int(q), int(st), int(w), bytes(p), bool(e), int(rc))
+            for n, q, st, w, p, e, rc in self._db().execute(sql, (*params, page))
+        ]
+
+    # -- nodes --------------------------------------------------------------------
+
+    async def note_hello(self, hello: Hello, now_ms: int) -> int:
+        """Record the node; returns its highest contiguous seq accounted for.
+
+        When the Hello says seqs up to ``acked_through`` were acknowledged before and
+        this database lacks some of them, they are recorded as gaps (and logged) in the
+        same transaction, and the ack moves past them."""
+        return await self._run(self._note_hello, hello, now_ms, write=True)
+
+    def _note_hello(self, hello: Hello, now_ms: int) -> int:
+        conn = self._db()
+        tracker = self._tracker(hello.node_id).copy()
+        gaps = tracker.skip_through(hello.acked_through)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO nodes (node_id, boot_id, version, proto_version, first_seen_ms, "
+                "last_seen_ms, acked_seq) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (node_id) DO UPDATE SET "
+                "boot_id = excluded.boot_id, version = excluded.version, "
+                "proto_version = excluded.proto_version, last_seen_ms = excluded.last_seen_ms, "
+                "acked_seq = MAX(acked_seq, excluded.acked_seq)",
+                (
+                    hello.node_id,
+                    hello.boot_id,
+                    hello.version,
+                    hello.proto_version,
+                    now_ms,
+                    now_ms,
+                    tracker.highest,
+                ),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO acked_elsewhere (node_id, first_seq, last_seq, boot_id, "
+                "recorded_ms) VALUES (?, ?, ?, ?, ?)",
+                [(hello.node_id, g.first, g.last, hello.boot_id, now_ms) for g in gaps],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._trackers[hello.node_id] = tracker
+        if gaps:
+            log.warning(
+                "collector: node %s says seqs up to %d were acknowledged before; this "
+                "database lacks %d of them (recorded as acknowledged elsewhere: %s)",
+                hello.node_id,
+                hello.acked_through,
+                sum(g.count for g in gaps),
+                ", ".join(f"{g.first}..{g.last}" for g in gaps[:5]),
+                extra={"node": hello.node_id, "boot_id": hello.boot_id},
+            )
+        return tracker.highest
+
+    async def acked_elsewhere(self, node_id: str) -> list[SeqGap]:
+        """The node's recorded gaps, in seq order."""
+        return await self._run(self._acked_elsewhere, node_id)
+
+    def _acked_elsewhere(self, node_id: str) -> list[SeqGap]:
+        return [
+            SeqGap(int(first), int(last))
+            for first, last in self._db().execute(
+                "SELECT first_seq, last_seq FROM acked_elsewhere WHERE node_id = ? "
+                "ORDER BY first_seq",
+                (node_id,),
+            )
+        ]
+
+    async def list_nodes(
+        self, connected: set[str] | frozenset[str] = frozenset()
+    ) -> list[NodeInfo]:
+        return await self._run(self._list_nodes, frozenset(connected))
+
+    def _list_nodes(self, connected: frozenset[str]) -> list[NodeInfo]:
+        out = []
+        for node_id, boot_id, version, last_seen, acked, elsewhere in self._db().execute(
+            "SELECT n.node_id, n.boot_id, n.version, n.last_seen_ms, n.acked_seq, "
+            "(SELECT COALESCE(SUM(g.last_seq - g.first_seq + 1), 0) FROM acked_elsewhere g "
+            "WHERE g.node_id = n.node_id) FROM nodes n ORDER BY n.node_id"
+        ):
+            tracker = self._trackers.get(node_id)
+            out.append(
+                NodeInfo(
+                    str(node_id),
+                    str(boot_id),
+                    str(version),
+                    int(last_seen),
+                    node_id in connected,
+                    tracker.highest if tracker else int(acked),
+                    int(elsewhere),
+                )
+            )
+        return out
+
+    # -- command results ----------------------------------------------------------
+
+    async def add_command_result(
+        self, result: CommandResult, cmd: str, now_ms: int
+    ) -> CommandResult:
+        """Store a node's answer (the first one wins); returns the stored answer."""
+        return await self._run(self._add_command_result, result, cmd, now_ms, write=True)
+
+    def _add_command_result(self, r: CommandResult, cmd: str, now_ms: int) -> CommandResult:
+        self._db().execute(
+            "INSERT OR IGNORE INTO command_results (node_id, command_id, cmd, ok, result_json, "
+            "error_code, error, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.node_id, r.command_id, cmd, int(r.ok), r.result_json, r.error_code, r.error, now_ms),
+        )
+        stored = self._command_result(r.node_id, r.command_id)
+        return stored if stored is not None else r
+
+    async def command_result(self, node_id: str, command_id: str) -> CommandResult | None:
+        return await self._run(self._command_result, node_id, command_id)
+
+    def _command_result(self, node_id: str, command_id: str) -> CommandResult | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT ok, result_json, error_code, error FROM command_results "
+                "WHERE node_id = ? AND command_id = ?",
+                (node_id, command_id),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return CommandResult(
+            node_id, command_id, bool(row[0]), str(row[1]), str(row[2]), str(row[3])
+        )

@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
         "--since", type=_unix_seconds, metavar="UNIX_S", help="only windows starting from then"
     )
     summaries.add_argument("--json", action="store_true", help="one JSON object per line")
+    summaries.add_argument(
+        "--rollup",
+        type=int,
+        choices=(10, 60),
+        metavar="10|60",
+        help="join the 1 s windows into 10 s or 60 s windows per node (counts add; "
+        "`seqs` gives the first and last seq joined)",
+    )
     _collector_client_flags(summaries)
 
     command = verbs.add_parser("command", help="send a command to a node, print its result")
@@ -245,21 +253,35 @@ def _summaries(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from edge_node.cloud import collector as col
+    from edge_node.cloud.summaries import rollup
 
     tls = _client_tls(args)
     since_ms = round(args.since * 1000) if args.since is not None else 0
 
+    def show(row: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+            return
+        start = datetime.fromtimestamp(float(row["start"]), UTC)
+        events = row.get("events") or {}
+        what = "empty" if not events else json.dumps(events, separators=(",", ":"))
+        seq = row.get("seq", row.get("seqs"))
+        print(f"{row['node']}\t{seq}\t{start.isoformat()}\t{row['window_s']}s\t{what}")
+
     async def run() -> int:
+        by_node: dict[str, list[dict[str, Any]]] = {}
         async with col.CollectorClient(args.collector, token=args.token, tls=tls) as client:
             async for s in client.query_summaries(node_id=args.node or "", since_ms=since_ms):
-                if args.json:
-                    line = json.dumps(col.summary_as_json(s), ensure_ascii=False)
+                row = col.summary_as_json(s)
+                if args.rollup:
+                    by_node.setdefault(str(row["node"]), []).append(row)
                 else:
-                    start = datetime.fromtimestamp(s.window_start_unix_ms / 1000, UTC)
-                    events = col.summary_as_json(s)["events"]
-                    what = "empty" if s.empty else json.dumps(events, separators=(",", ":"))
-                    line = f"{s.node_id}\t{s.seq}\t{start.isoformat()}\t{s.window_s}s\t{what}"
-                print(line)
+                    show(row)
+        for node, rows in by_node.items():
+            for rolled in rollup(rows, args.rollup):
+                end = rolled["start"] + args.rollup
+                joined = [int(r["seq"]) for r in rows if rolled["start"] <= int(r["start"]) < end]
+                show({"node": node, "seqs": [min(joined), max(joined)], **rolled})
         return 0
 
     return _collector_call(args, run())

@@ -751,6 +751,18 @@ async def test_cli_verbs_against_a_collector_process(tmp_path: Path) -> None:
         code, out, err = await edge_node("summaries", "--collector", target)
         assert code == 0, err
         assert len(out.splitlines()) == 5 and "venue-2" in out
+        # Roll-ups: the 1 s windows joined per node (counts add, nothing lost).
+        code, out, err = await edge_node(
+            "summaries", "--collector", target, "--node", "venue-1", "--json", "--rollup", "10"
+        )
+        assert code == 0, err
+        rolled = [json.loads(x) for x in out.splitlines()]
+        assert sum(r["likes"] for r in rolled) == sum(x.get("likes", 0) for x in lines)
+        assert sum(r["events"].get("comment", {}).get("accepted", 0) for r in rolled) == sum(
+            x["events"].get("comment", {}).get("accepted", 0) for x in lines
+        )
+        assert all(r["window_s"] == 10 and r["start"] % 10 == 0 for r in rolled)
+        assert rolled[0]["seqs"][0] == 1 and rolled[-1]["seqs"][1] == 4
 
         node.answer = answer_ok
         code, out, err = await edge_node(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_node.cloud.spool_state import MergeConflict
+from edge_node.cloud.spool_state import Bounds, MergeConflict, SpoolState
 from edge_node.cloud.summaries import (
     EventRecord,
     SummaryWindows,
@@ -197,3 +197,22 @@ def test_flush_at_shutdown_closes_every_window_and_flags_the_current_one_partial
     assert out[0].events == {"comment": {"accepted": 1}} and "partial" in out[2].flags
     assert out[2].likes == 3 and out[1].empty
     assert w.close_due(now=110.0)[0].start == 103  # and the windows go on from there
+
+
+def test_a_full_spool_joins_neighbouring_summaries_and_loses_no_count() -> None:
+    state = SpoolState(Bounds(max_records=5, max_bytes=10**6, max_age_s=10**6), merge_spooled)
+    payloads = [
+        _payload(1000 + i, comments=i % 4, likes=i, gifts=i % 2, users=3) for i in range(40)
+    ]
+    for p in payloads:  # the link is down: nothing is sent or acked
+        state.append("summary", msgpack.packb(p), True, float(p["start"]))  # type: ignore[arg-type]
+    held = [r for r in state.unacked() if r.kind == "summary"]
+    assert len(held) <= 5  # the bound holds ...
+    kept = [msgpack.unpackb(r.payload, strict_map_key=False) for r in held]
+    # ... and every like, gift and comment is still there, in windows that tile the time.
+    assert sum(k["likes"] for k in kept) == sum(int(p["likes"]) for p in payloads)  # type: ignore[call-overload]
+    assert sum(k["gift_value"] for k in kept) == sum(int(p["gift_value"]) for p in payloads)  # type: ignore[call-overload]
+    spans = sorted((k["start"], k["start"] + k["window_s"]) for k in kept)
+    assert spans[0][0] == 1000 and spans[-1][1] == 1040
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    assert state.stats().merged_bound > 0

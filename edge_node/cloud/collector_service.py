@@ -9,7 +9,6 @@ translate. ``serve()`` builds and starts one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -61,6 +60,7 @@ from edge_node.cloud.collector_store import (
 )
 from edge_node.cloud.collector_wire import COLLECTOR_SERVICE, EDGE_LINK_SERVICE
 from edge_node.errors import ProtocolError
+from edge_node.interaction.messages import json_object
 
 log = logging.getLogger(__name__)
 
@@ -353,11 +353,9 @@ def check_command(node_id: str, cmd: str, args_json: str, command_id: str, timeo
     if not args_json:
         return "{}"
     try:
-        args = json.loads(args_json)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError("args_json", f"not JSON: {exc}") from None
-    if not isinstance(args, dict):
-        raise ProtocolError("args_json", "must be a JSON object")
+        json_object(args_json, "args_json")
+    except ValueError as exc:
+        raise ProtocolError("args_json", str(exc).removeprefix("args_json: ")) from None
     return args_json
 
 

@@ -37,6 +37,7 @@ from edge_node.cloud._proto import edge_pb2, edge_pb2_grpc
 from edge_node.cloud.spool_state import Record, SpoolStats
 from edge_node.config import CloudConfig
 from edge_node.errors import ProtocolError
+from edge_node.interaction.messages import json_object
 from edge_node.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -313,9 +314,7 @@ class CloudLink:
         elif kind == "platform_event":
             ev = msg.platform_event
             try:
-                payload = json.loads(ev.payload_json or "{}")
-                if not isinstance(payload, dict):
-                    raise ValueError("payload_json must be an object")
+                payload = json_object(ev.payload_json, "payload_json")
                 self._platform(ev.type, ev.user, payload)
             except (ValueError, KeyError) as exc:
                 log.warning("platform event %s refused: %s", ev.event_id, exc)
@@ -326,9 +325,7 @@ class CloudLink:
             self.c_commands.inc(outcome="duplicate")
             return known
         try:
-            args = json.loads(cmd.args_json or "{}")
-            if not isinstance(args, dict):
-                raise ValueError("args_json must be a JSON object")
+            args = json_object(cmd.args_json, "args_json")
             result = self._apply(cmd.cmd, args)
             answer = edge_pb2.CommandResult(
                 command_id=cmd.command_id, ok=True, result_json=json.dumps(result)

@@ -7,6 +7,7 @@ importing each other.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,4 +52,7 @@ def arg(args: Mapping[str, Any], name: str, types: Any, default: Any = ...) -> A
         raise CommandError("bad_message", f"args.{name}: wrong type bool")
     if not isinstance(value, types):
         raise CommandError("bad_message", f"args.{name}: wrong type {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN or an infinity would arm a timer that never comes (or always does).
+        raise CommandError("bad_message", f"args.{name}: must be a finite number")
     return value

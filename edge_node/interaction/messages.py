@@ -11,7 +11,8 @@ Decoding is defensive because every byte here comes from the internet:
   forged length prefix cannot allocate more than the frame holds;
 - nesting is bounded (``MAX_DEPTH``) by an iterative walk after decoding, which also
   rejects what JSON cannot carry (binary, ext types, non-finite numbers, non-string
-  map keys, lone surrogates) so both framings accept exactly the same messages;
+  map keys, lone surrogates) and what msgpack cannot (integers beyond 64 bits), so
+  both framings accept exactly the same messages;
 - JSON's recursion and big-integer limits surface as ``bad_message``, not crashes.
 
 What this module must never do: look anything up (polls, lotteries, users, roles),
@@ -219,6 +220,14 @@ def _short(text: str, limit: int = 32) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
+def _field_name(key: str) -> str:
+    """A client's own key as an error names it: as is when short and printable, else
+    quoted and cut (an empty key, or one of 60,000 characters, is named readably)."""
+    if 0 < len(key) <= MAX_NAME_CHARS and key.isprintable():
+        return key
+    return _short(key)
+
+
 def _bad(field_name: str, what: str, msg_id: str | None) -> WireError:
     return WireError(_BAD, f"{field_name}: {what}", msg_id, field=field_name)
 
@@ -290,6 +299,21 @@ def _load(
     return _load_json(text)
 
 
+def json_object(text: str, where: str) -> dict[str, Any]:
+    """A JSON object from a trusted-but-checked source (a cloud command's args, a
+    platform event): NaN/Infinity, integers past the digit limit, nesting past Python's
+    recursion limit and non-objects are a ValueError naming ``where``."""
+    try:
+        obj = json.loads(text or "{}", parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError(f"{where}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, the int digit limit
+        raise ValueError(f"{where}: not valid JSON ({str(exc)[:160]})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: must be a JSON object")
+    return obj
+
+
 def _load_json(text: str) -> tuple[Any, bool]:
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
@@ -312,6 +336,11 @@ _is_dict: Final = frozenset({dict}).__contains__
 _is_list: Final = frozenset({list}).__contains__
 _is_float: Final = frozenset({float}).__contains__
 _is_str: Final = frozenset({str}).__contains__
+_is_int: Final = frozenset({int}).__contains__
+MIN_INT: Final = -(2**63)
+MAX_INT: Final = 2**64 - 1
+"""The integers msgpack carries; JSON's wider ones are refused so both framings accept
+the same messages (and a command's ``float(seconds)`` cannot overflow)."""
 
 
 def _check_subtree(value: Any, where: str, msg_id: str | None, check_strings: bool) -> None:
@@ -326,6 +355,10 @@ def _check_subtree(value: Any, where: str, msg_id: str | None, check_strings: bo
     depth = 1  # the depth of the containers holding ``level``; the top-level map is 1
     while level:
         kinds = set(map(type, level))
+        if int in kinds:
+            ints = list(compress(level, map(_is_int, map(type, level))))
+            if min(ints) < MIN_INT or max(ints) > MAX_INT:
+                raise _bad(where, "integers must fit in 64 bits", msg_id)
         if kinds <= _PLAIN_TYPES or (kinds <= _STRING_TYPES and not check_strings):
             return
         if not kinds <= _ALLOWED_TYPES:
@@ -381,7 +414,7 @@ def _check_tree(root: dict[Any, Any], msg_id: str | None, check_strings: bool) -
             raise _bad("message", f"map keys must be strings, got {_type_name(key)}", msg_id)
         if check_strings and not _encodable(key):
             raise _bad("message", "map key is not valid Unicode", msg_id)
-        _check_subtree(value, key, msg_id, check_strings)
+        _check_subtree(value, _field_name(key), msg_id, check_strings)
 
 
 def _read_id(obj: dict[Any, Any]) -> str:

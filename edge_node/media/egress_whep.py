@@ -117,6 +117,25 @@ class WhepSession:
                 ch.send(json.dumps(message, ensure_ascii=False))
 
 
+def offer_refused(what: str, exc: BaseException) -> ProtocolError:
+    """The 400 for an offer aiortc could not take, naming aiortc's complaint (shortened:
+    some echo the offending line, which a client may make 200 KB long)."""
+    detail = str(exc) or "malformed"
+    if len(detail) > 160:
+        detail = detail[:160] + "…"
+    return ProtocolError("sdp", f"{what}: {type(exc).__name__}: {detail}")
+
+
+async def close_refused(pc: RTCPeerConnection) -> None:
+    """Close the peer connection of a refused offer without letting the close fail the
+    request: after a half-applied remote description aiortc's own ``close`` can raise
+    (its SCTP transport never got a DTLS transport). The offer is refused either way."""
+    try:
+        await pc.close()
+    except Exception as exc:  # aiortc's, on a connection that never came up
+        log.info("closing a refused peer connection failed: %s: %s", type(exc).__name__, exc)
+
+
 def keep_only_codec(transceiver: RTCRtpTransceiver, mime_type: str) -> bool:
     """Answer with ``mime_type`` only (H.264 video, Opus audio): what we send or pass on
     undecoded, whatever the peer prefers. False when the offer lacks it.
@@ -167,17 +186,17 @@ class WhepEndpoint:
         pc = RTCPeerConnection()
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except (ValueError, KeyError, IndexError) as exc:
-            await pc.close()
+        except Exception as exc:  # aiortc's parser raises whatever a bad line trips
+            await close_refused(pc)
             self._c_sessions.inc(outcome="bad_offer")
-            raise ProtocolError("sdp", f"cannot parse the offer: {exc}") from None
+            raise offer_refused("cannot parse the offer", exc) from None
         video = [t for t in pc.getTransceivers() if t.kind == "video"]
         if not video:
-            await pc.close()
+            await close_refused(pc)
             self._c_sessions.inc(outcome="bad_offer")
             raise ProtocolError("sdp", "the offer has no video transceiver")
         if not keep_only_codec(video[0], "video/h264"):
-            await pc.close()
+            await close_refused(pc)
             self._c_sessions.inc(outcome="no_h264")
             raise ProtocolError("sdp", "the offer does not accept H.264 video")
         sid = secrets.token_urlsafe(12)
@@ -196,13 +215,13 @@ class WhepEndpoint:
         try:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-        except (ValueError, RuntimeError) as exc:
+        except Exception as exc:  # an offer that parsed but cannot be answered
             track.stop()
             if session.audio is not None:
                 session.audio.stop()
-            await pc.close()
+            await close_refused(pc)
             self._c_sessions.inc(outcome="bad_offer")
-            raise ProtocolError("sdp", f"cannot answer the offer: {exc}") from None
+            raise offer_refused("cannot answer the offer", exc) from None
         self.sessions[sid] = session
         self._c_sessions.inc(outcome="created")
         log.info("whep session created", extra={"session": sid, "viewers": len(self.sessions)})

@@ -24,7 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from edge_node.errors import ProtocolError
-from edge_node.media.egress_whep import keep_only_codec
+from edge_node.media.egress_whep import close_refused, keep_only_codec, offer_refused
 from edge_node.media.ingest import IngestArbiter
 from edge_node.metrics import Registry
 
@@ -133,38 +133,46 @@ class WhipEndpoint:
         self._wire(session)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except (ValueError, KeyError, IndexError) as exc:
-            await pc.close()
-            self.c_sessions.inc(outcome="bad_offer")
-            raise ProtocolError("sdp", f"cannot parse the offer: {exc}") from None
+        except Exception as exc:  # aiortc's parser raises whatever a bad line trips
+            await self._refuse(session, "bad_offer")
+            raise offer_refused("cannot parse the offer", exc) from None
         video = [t for t in pc.getTransceivers() if t.kind == "video"]
         if not video:
-            await pc.close()
-            self.c_sessions.inc(outcome="bad_offer")
+            await self._refuse(session, "bad_offer")
             raise ProtocolError("sdp", "the offer has no video transceiver")
         for t in pc.getTransceivers():
             if t.kind == "audio":
                 keep_only_codec(t, "audio/opus")
         if not keep_only_codec(video[0], "video/h264"):
-            await pc.close()
-            self.c_sessions.inc(outcome="no_h264")
+            await self._refuse(session, "no_h264")
             raise ProtocolError("sdp", "the offer does not send H.264 video")
         for t in pc.getTransceivers():
             _mark_passthrough(t)
         # Another publisher may have gone live while we awaited; check again.
         refusal = self._arbiter.check(bearer)
         if refusal is not None:
-            await pc.close()
-            self.c_sessions.inc(outcome="busy")
+            await self._refuse(session, "busy")
             raise WhipRefused(409, "authorization", refusal)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:  # an offer that parsed but cannot be answered
+            await self._refuse(session, "bad_offer")
+            raise offer_refused("cannot answer the offer", exc) from None
         self.sessions[session.id] = session
         self._send(self._arbiter.started("whip", session.conn_id))
         self._on_live("whip")
         self.c_sessions.inc(outcome="live")
         log.info("whip publisher live", extra={"session": session.id})
         return session.id, str(pc.localDescription.sdp)
+
+    async def _refuse(self, session: WhipSession, outcome: str) -> None:
+        """Undo a session whose offer was refused: its peer connection and the tasks a
+        track may already have started (they end with the closed track)."""
+        await close_refused(session.pc)
+        for task in session.tasks:
+            task.cancel()
+        self.c_sessions.inc(outcome=outcome)
 
     def _wire(self, session: WhipSession) -> None:
         pc = session.pc

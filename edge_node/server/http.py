@@ -19,18 +19,33 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from edge_node.errors import ProtocolError
 from edge_node.interaction.auth import AuthError, Claims
 from edge_node.media.egress_whep import WhepEndpoint
 from edge_node.media.ingest_whip import WhipEndpoint, WhipRefused
-from edge_node.metrics import Registry
+from edge_node.metrics import Counter, Registry
 from edge_node.server.ws import token_of
 
 SDP = "application/sdp"
+MAX_BODY_BYTES: Final = 256 * 1024
+"""Largest request body (an SDP offer is a few KB): 413 beyond it."""
+HEADER_TIMEOUT_S: Final = 15.0
+"""Longest a connection may take to deliver its first complete request, and stay idle
+between requests. aiohttp's own default (``keepalive_timeout``) is 3630 s, which lets a
+slowloris client hold a socket for an hour by sending a header byte now and then."""
+SERVER_ARGS: Final[Mapping[str, float | bool]] = {
+    "keepalive_timeout": HEADER_TIMEOUT_S,
+    # Bodies are never inflated: WHIP and WHEP offers are sent uncompressed, and a
+    # compressed one is refused (415) unread. With aiohttp's default, it inflated what
+    # it drained after answering: a 200 KB gzip bomb cost 0.5 s of the loop's CPU.
+    "auto_decompress": False,
+}
+"""Per-connection settings of aiohttp's request handler (``Application(handler_args=)``)."""
 
 # Pages by path, and the asset names /static/ serves (flat, no traversal possible).
 PAGES: Mapping[str, str] = {
@@ -62,7 +77,15 @@ def build_app(
     ws: Callable[[web.Request], Awaitable[web.StreamResponse]],
     authenticate: Callable[[str | None], Claims],
 ) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024)
+    errors = registry.counter(
+        "edge_node_http_errors_total",
+        "HTTP requests answered with an error status (refusals included), by route and status.",
+    )
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[_count_errors(errors)],
+        handler_args=SERVER_ARGS,
+    )
     files = load_web_files()
     figures = LiveFigures()
 
@@ -123,9 +146,9 @@ def build_app(
     async def whep_post(request: web.Request) -> web.Response:
         if request.content_type != SDP:
             return _error(415, "content-type", f"expected {SDP}, got {request.content_type}")
-        offer = await request.text()
-        if not offer.strip():
-            return _error(400, "body", "empty SDP offer")
+        offer = await _read_offer(request)
+        if isinstance(offer, web.Response):
+            return offer
         if whep.full:
             return _error(503, "viewers", f"at the limit of {whep.cfg.webrtc.max_viewers}")
         # Watching needs no token; the events channel acts as the token's user (or an
@@ -151,9 +174,9 @@ def build_app(
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         if request.content_type != SDP:
             return _error(415, "content-type", f"expected {SDP}, got {request.content_type}")
-        offer = await request.text()
-        if not offer.strip():
-            return _error(400, "body", "empty SDP offer")
+        offer = await _read_offer(request)
+        if isinstance(offer, web.Response):
+            return offer
         try:
             sid, answer = await whip.create(bearer, offer)
         except WhipRefused as exc:
@@ -217,6 +240,61 @@ def build_app(
 
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+async def _read_offer(request: web.Request) -> str | web.Response:
+    """The SDP offer of a WHEP/WHIP POST, or the error response saying what is wrong.
+
+    SDP is UTF-8 (RFC 8866), whatever charset the client names, and uncompressed (see
+    ``SERVER_ARGS``); a body too big, compressed or not UTF-8 is the client's fault and
+    gets a JSON 4xx like every other refusal, never a 500.
+    """
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        return _error(415, "content-encoding", f"send the offer uncompressed, not {encoding!r}")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "body", f"larger than {MAX_BODY_BYTES} bytes")
+    except web.RequestPayloadError as exc:  # the body ended early, or its chunking is bad
+        detail = " ".join(str(exc).split())
+        return _error(400, "body", f"the body could not be read: {detail}")
+    try:
+        offer = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _error(400, "body", f"SDP must be UTF-8 (invalid byte at {exc.start})")
+    if not offer.strip():
+        return _error(400, "body", "empty SDP offer")
+    return offer
+
+
+def _route(request: web.Request) -> str:
+    """The route's pattern (``/whep/{sid}``), never the raw path: bounded label values."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _count_errors(counter: Counter) -> Middleware:
+    """A middleware counting every 4xx/5xx answer, raised or returned (an unhandled
+    exception as the 500 aiohttp makes of it), by route and status: refusals (401, 403,
+    413, 415, 503 at the connection caps) and our own failures show in /metrics."""
+
+    @web.middleware
+    async def count_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                counter.inc(route=_route(request), status=str(exc.status))
+            raise
+        except Exception:  # our bug: aiohttp answers 500 and logs it
+            counter.inc(route=_route(request), status="500")
+            raise
+        if response.status >= 400:
+            counter.inc(route=_route(request), status=str(response.status))
+        return response
+
+    return count_errors
 
 
 def load_web_files() -> dict[str, bytes]:

@@ -1,17 +1,20 @@
 """``GET /ws``: the interaction WebSocket. Thin: authenticate, admit, pump frames into
 ``Interactions.receive``. Caps: Origin, connections per IP and in all, message size
-(enforced by aiohttp before a frame is buffered whole), messages per second per IP,
-and an idle timeout."""
+(enforced by aiohttp before a frame is buffered whole, and after permessage-deflate
+inflation), messages per second per IP, an idle timeout, and the token's expiry (a
+connection does not outlive its token). Every frame refused here is counted with the
+engine's events (``edge_node_interaction_events_total{type="unknown"}``)."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from edge_node.config import Config
 from edge_node.interaction import messages
@@ -51,12 +54,22 @@ def ws_handler(
         except AuthError as exc:
             return web.json_response({"error": exc.msg, "field": "token"}, status=401)
         ip = request.remote or "?"
-        if (
-            per_ip[ip] >= ic.max_connections_per_ip
-            or len(interactions.clients) >= ic.max_connections
-        ):
+        if per_ip[ip] >= ic.max_connections_per_ip:
             return web.json_response(
-                {"error": "too many connections", "field": "connections"}, status=503
+                {
+                    "error": f"too many connections from your address "
+                    f"(at most {ic.max_connections_per_ip})",
+                    "field": "connections",
+                },
+                status=503,
+            )
+        if len(interactions.clients) >= ic.max_connections:
+            return web.json_response(
+                {
+                    "error": "the node is at its connection limit; retry later",
+                    "field": "connections",
+                },
+                status=503,
             )
         # aiohttp closes a connection over its cap (1009); up to 4x the message cap we
         # read the frame and answer bad_message instead, which tells a client why.
@@ -73,30 +86,67 @@ def ws_handler(
             task = asyncio.ensure_future(coro)
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
+        def count_refused(code: messages.ErrorCode) -> None:
+            interactions.c_events.inc(type="unknown", outcome=code)
+            interactions.record_rejected(code)
+
+        expired = False
+
+        async def expire() -> None:
+            """The token ran out: say so, then close (1008); a new token reconnects."""
+            nonlocal expired
+            if expired or ws.closed:
+                return
+            expired = True
+            count_refused("unauthorized")
+            reply = messages.err(None, "unauthorized", "token: expired; reconnect with a new token")
+            data = messages.encode_reply(reply, binary=bool(client.extra.get("binary")))
+            with contextlib.suppress(ConnectionError, RuntimeError):  # the peer went first
+                await (ws.send_bytes(data) if isinstance(data, bytes) else ws.send_str(data))
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"token expired")
+
+        expiring: list[asyncio.Task[None]] = []  # a reference keeps the task alive
+
+        def on_expiry() -> None:
+            expiring.append(asyncio.ensure_future(expire()))
+
+        expiry: asyncio.TimerHandle | None = None
+        if claims.exp is not None:
+            delay = max(0.0, claims.exp - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, on_expiry)
         client = Client(claims, send, "ws", ip)
         per_ip[ip] += 1
         interactions.connect(client)
         try:
             async for frame in ws:
                 if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    binary = frame.type is WSMsgType.BINARY
+                    if claims.exp is not None and time.time() >= claims.exp:
+                        await expire()
+                        break
                     if not ip_rate.allow(ip, time.monotonic()):
-                        binary = frame.type is WSMsgType.BINARY
-                        send(
-                            messages.encode_reply(
-                                messages.err(
-                                    None, "rate_limited", "too many messages from your address"
-                                ),
-                                binary=binary,
-                            )
+                        count_refused("rate_limited")
+                        reply = messages.err(
+                            None, "rate_limited", "too many messages from your address"
                         )
+                        send(messages.encode_reply(reply, binary=binary))
                         continue
                     interactions.receive(client, frame.data)
                 elif frame.type is WSMsgType.ERROR:
-                    log.info("websocket closed with error: %s", ws.exception())
+                    # aiohttp has closed the connection: 1009 (a frame over the size cap,
+                    # inflated or not), 1007 (text that is not UTF-8), 1002 (bad framing).
+                    if isinstance(frame.data, WebSocketError):
+                        count_refused("bad_message")
+                    log.info("websocket closed with error: %s", ws.exception() or frame.data)
         except TimeoutError:
             # Idle: the client sent nothing for interaction.idle_timeout_s.
             log.debug("closing an idle websocket", extra={"ip": ip})
         finally:
+            if expiry is not None:
+                expiry.cancel()
+            # Let an expiry's close handshake finish (bounded by aiohttp's close timeout)
+            # before the request ends and the transport goes.
+            await asyncio.gather(*expiring, return_exceptions=True)
             open_sockets.discard(ws)
             interactions.disconnect(client)
             per_ip[ip] -= 1

@@ -25,7 +25,7 @@ verbs:
   run           production start from a TOML config
   check-config  validate a config file and exit
   token         print a signed access token (same secret as the node)
-  collector     run the reference cloud collector (gRPC, SQLite)
+  collector     run the reference cloud collector (gRPC; SQLite or PostgreSQL)
   summaries     print the summaries a collector stored, oldest first
   command       send a command to a node through a collector, print its result
 """
@@ -74,7 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     collector.add_argument(
         "--listen", required=True, metavar="HOST:PORT", help="gRPC address (port 0 = any free)"
     )
-    collector.add_argument("--db", required=True, metavar="FILE", help="SQLite database file")
+    store = collector.add_mutually_exclusive_group(required=True)
+    store.add_argument(
+        "--db",
+        metavar="FILE|DSN",
+        help="SQLite database file, or a postgresql:// (postgres://) DSN to store in "
+        "PostgreSQL (needs the collector-pg extra); a password left out of the DSN is "
+        "taken from PGPASSWORD or ~/.pgpass, as libpq does",
+    )
+    store.add_argument(
+        "--db-dsn-file",
+        metavar="F",
+        help="read the PostgreSQL DSN from this file instead (keeps its password off the "
+        "command line; make it readable by the collector only)",
+    )
     collector.add_argument("--token", metavar="T", help="bearer token every caller must present")
     collector.add_argument("--tls-cert", metavar="F", help="server certificate chain (PEM)")
     collector.add_argument("--tls-key", metavar="F", help="server private key (PEM)")
@@ -196,11 +209,14 @@ def _collector(args: argparse.Namespace) -> int:
     if args.client_ca and not args.tls_cert:
         raise ConfigError("--client-ca", "needs --tls-cert and --tls-key (mTLS is TLS)")
     tls = col.TlsFiles(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
+    db = args.db if args.db is not None else _read_dsn_file(args.db_dsn_file)
     logs.setup("info", "json", process_role="collector")
 
     async def run() -> None:
-        server = await col.serve(args.listen, args.db, token=args.token, tls=tls)
-        print(f"edge-node collector listening on {server.address} (db {args.db})", flush=True)
+        server = await col.serve(args.listen, db, token=args.token, tls=tls)
+        # A DSN is shown without its password.
+        where = server.store.location if col.is_dsn(db) else db
+        print(f"edge-node collector listening on {server.address} (db {where})", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -217,6 +233,20 @@ def _collector(args: argparse.Namespace) -> int:
         print(f"edge-node: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _read_dsn_file(path: str) -> str:
+    """The DSN in ``path`` (surrounding whitespace dropped); never echoes the file."""
+    from edge_node.cloud import collector as col
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            dsn = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("--db-dsn-file", f"cannot read {path}: {exc}") from None
+    if not col.is_dsn(dsn):
+        raise ConfigError("--db-dsn-file", f"{path} must hold one postgresql:// or postgres:// DSN")
+    return dsn
 
 
 def _client_tls(args: argparse.Namespace) -> TlsFiles | None:

@@ -19,20 +19,24 @@ the app use. The collector lives in modules named after what they do:
   works on, and the shared limits;
 - ``collector_errors``: the error hierarchy and its one mapping to status codes;
 - ``collector_seqs``: the highest contiguous seq per node (sans-I/O);
-- ``collector_store``: SQLite (WAL) on one thread, group commit, health;
+- ``collector_store``: the store's machinery (one thread, group commit, health)
+  and the SQLite (WAL) store;
+- ``collector_store_pg``: the PostgreSQL store, for a ``postgresql://`` DSN
+  (psycopg 3, the ``collector-pg`` extra; imported only then);
 - ``collector_session``: one node's open stream (bounded queues both ways);
-- ``collector_service``: ``Collector`` (sessions, commands, the server) and ``serve``;
+- ``collector_service``: ``Collector`` (sessions, commands, the server), ``serve``
+  and ``open_store`` (SQLite for a file, PostgreSQL for a DSN);
 - ``collector_servicers``: the gRPC servicers and the bearer-token interceptor;
 - ``collector_health``: health checking from the store's state, reflection;
 - ``collector_wire``: protobuf <-> dataclasses, the only module that knows both;
 - ``collector_client``: ``CollectorClient`` and the CLI's JSON views.
 
-What it must never do: block the event loop (every SQLite call runs on the store's
+What it must never do: block the event loop (every database call runs on the store's
 thread), acknowledge a summary before its transaction is committed, buffer without
 bound (bounded in-flight summaries and queued commands per stream), or invent data
 (seqs a node says were acknowledged before this database are recorded as a gap).
 Optional: a bearer token (``UNAUTHENTICATED`` otherwise; health checks exempt), TLS,
-and mTLS when a client CA is given. Not implemented: PostgreSQL storage.
+and mTLS when a client CA is given.
 """
 
 from __future__ import annotations
@@ -79,9 +83,9 @@ from edge_node.cloud.collector_records import (
     WindowSummary,
 )
 from edge_node.cloud.collector_seqs import ContiguousSeqs
-from edge_node.cloud.collector_service import SERVER_OPTIONS, Collector, serve
+from edge_node.cloud.collector_service import SERVER_OPTIONS, Collector, open_store, serve
 from edge_node.cloud.collector_session import NodeSession
-from edge_node.cloud.collector_store import CollectorStore
+from edge_node.cloud.collector_store import CollectorStore, GroupCommitStore, is_dsn
 from edge_node.cloud.collector_wire import COLLECTOR_SERVICE, EDGE_LINK_SERVICE
 
 __all__ = [
@@ -110,6 +114,7 @@ __all__ = [
     "CommandResult",
     "CommandTimedOut",
     "ContiguousSeqs",
+    "GroupCommitStore",
     "Hello",
     "NodeBusy",
     "NodeInfo",
@@ -126,6 +131,8 @@ __all__ = [
     "UnsupportedProtoVersion",
     "WindowSummary",
     "decode_payload",
+    "is_dsn",
+    "open_store",
     "result_as_json",
     "serve",
     "status_of",

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from edge_node.cloud.collector_errors import StorageError
-from edge_node.cloud.collector_store import CollectorStore
+from edge_node.cloud.collector_store import GroupCommitStore
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class StoreHealth:
 
     def __init__(
         self,
-        store: CollectorStore,
+        store: GroupCommitStore,
         services: Sequence[str],
         *,
         probe_interval_s: float = PROBE_INTERVAL_S,

@@ -2,8 +2,9 @@
 
 ``Collector`` owns the open node sessions, the commands awaiting an answer and the
 grpc.aio server (our two services, health checking and reflection); the store
-(``collector_store``) owns the data, the servicers (``collector_servicers``) only
-translate. ``serve()`` builds and starts one.
+(``collector_store``: SQLite; ``collector_store_pg``: PostgreSQL) owns the data, the
+servicers (``collector_servicers``) only translate. ``serve()`` builds and starts one;
+``open_store()`` picks the store from what ``db`` is.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ from edge_node.cloud.collector_store import (
     BUSY_TIMEOUT_MS,
     COMMIT_DELAY_S,
     CollectorStore,
+    GroupCommitStore,
+    is_dsn,
     retrieve_exception,
 )
 from edge_node.cloud.collector_wire import COLLECTOR_SERVICE, EDGE_LINK_SERVICE
@@ -103,7 +106,7 @@ class Collector:
     def __init__(
         self,
         listen: str,
-        store: CollectorStore,
+        store: GroupCommitStore,
         *,
         token: str | None = None,
         tls: TlsFiles | None = None,
@@ -175,7 +178,7 @@ class Collector:
         self.health_served = self.reflection_served = True
         log.info(
             "collector listening",
-            extra={"address": self.address, "db": str(self.store.path), "tls": bool(self.tls)},
+            extra={"address": self.address, "db": self.store.location, "tls": bool(self.tls)},
         )
 
     async def _server_credentials(self) -> Any:
@@ -359,9 +362,39 @@ def check_command(node_id: str, cmd: str, args_json: str, command_id: str, timeo
     return args_json
 
 
+def open_store(
+    db: str | Path,
+    *,
+    synchronous: str = "FULL",
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    commit_delay_s: float = COMMIT_DELAY_S,
+) -> GroupCommitStore:
+    """The store for ``db`` (not opened yet): PostgreSQL for a ``postgresql://`` or
+    ``postgres://`` DSN (psycopg 3, the ``collector-pg`` extra), else the SQLite file
+    ``db`` (``synchronous`` and ``busy_timeout_ms`` are SQLite's). A DSN that does not
+    parse, or psycopg missing, is a CollectorError that never shows the password."""
+    if not is_dsn(db):
+        return CollectorStore(
+            db,
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+            commit_delay_s=commit_delay_s,
+        )
+    try:
+        from edge_node.cloud.collector_store_pg import PgCollectorStore
+    except ImportError as exc:
+        raise CollectorError(
+            f"storing in PostgreSQL needs psycopg 3 ({exc}): pip install 'edge-node[collector-pg]'"
+        ) from None
+    try:
+        return PgCollectorStore(str(db), commit_delay_s=commit_delay_s)
+    except ValueError as exc:
+        raise CollectorError(str(exc)) from None
+
+
 async def serve(
     listen: str,
-    db_path: str | Path,
+    db: str | Path,
     token: str | None = None,
     tls: TlsFiles | None = None,
     *,
@@ -371,9 +404,10 @@ async def serve(
     health_probe_s: float = PROBE_INTERVAL_S,
 ) -> Collector:
     """Start a collector on ``listen`` (HOST:PORT, port 0 = any free port) storing in
-    the SQLite file ``db_path``; returns it started. ``await collector.stop()`` ends it."""
-    store = CollectorStore(
-        db_path,
+    ``db``: a SQLite file, or PostgreSQL given a ``postgresql://`` DSN (``open_store``);
+    returns it started. ``await collector.stop()`` ends it."""
+    store = open_store(
+        db,
         synchronous=synchronous,
         busy_timeout_ms=busy_timeout_ms,
         commit_delay_s=commit_delay_s,

@@ -1,14 +1,17 @@
-"""The collector's storage: summaries, nodes, command results and seq gaps in SQLite.
+"""The collector's storage: summaries, nodes, command results and seq gaps.
 
-Every SQLite call runs on one dedicated thread (a single-worker executor), which also
-owns the per-node ``ContiguousSeqs``; the event loop only awaits results. Summaries
-from every stream are group-committed by one writer task.
+``GroupCommitStore`` is what every store does alike: every database call runs on one
+dedicated thread (a single-worker executor), which also owns the per-node
+``ContiguousSeqs``; the event loop only awaits results. Summaries from every stream
+are group-committed by one writer task. Subclasses supply the database calls:
+``CollectorStore`` (SQLite, here) and ``collector_store_pg.PgCollectorStore``
+(PostgreSQL, given a DSN).
 
 What it must never do:
 
-- block the event loop (no SQLite call on the loop thread);
+- block the event loop (no database call on the loop thread);
 - resolve a summary's future before the transaction holding it is committed
-  (``synchronous=FULL`` by default, so an ack survives a power loss of the box);
+  (SQLite: ``synchronous=FULL`` by default, so an ack survives a power loss of the box);
 - invent data: seqs a node says were acknowledged before this database existed are
   recorded as a gap (``acked_elsewhere``), never as summaries.
 
@@ -16,9 +19,6 @@ It also knows whether it works: every failed call marks it unhealthy, a committe
 write marks it healthy again (``healthy``, ``on_health_change``), and ``probe()``
 makes a tiny real write so that an idle store still finds out (the gRPC health
 service reports from this).
-
-Not implemented: PostgreSQL (issue 7 asks for it "when given a DSN"); this class is
-the seam where a PostgreSQL store would go.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import functools
 import logging
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,16 +112,24 @@ _INSERT_SUMMARY = (
     f"INSERT OR IGNORE INTO summaries ({_SUMMARY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
+DSN_SCHEMES = ("postgresql://", "postgres://")
+"""A ``db`` starting with one of these is a PostgreSQL DSN (``collector_store_pg``)."""
+
 HealthListener = Callable[[bool, str], None]
 """``(healthy, reason)``: called on the event loop when the store's health changes."""
 
 
 @dataclass(slots=True)
-class _PendingWrite:
+class PendingWrite:
     node_id: str
     summary: WindowSummary
     received_ms: int
     future: asyncio.Future[int]
+
+
+def is_dsn(db: str | Path) -> bool:
+    """True for a ``postgresql://`` or ``postgres://`` URI; a Path is always a file."""
+    return isinstance(db, str) and db.lower().startswith(DSN_SCHEMES)
 
 
 def retrieve_exception(fut: asyncio.Future[Any]) -> None:
@@ -130,33 +139,26 @@ def retrieve_exception(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-class CollectorStore:
-    """Summaries, nodes, command results and seq gaps in SQLite (WAL).
+class GroupCommitStore(ABC):
+    """Summaries, nodes, command results and seq gaps in a database, one thread.
 
     ``add_summary`` queues a row and returns a future; a writer task commits whatever
     has queued within ``commit_delay_s`` of the first in one transaction (up to
     ``BATCH_MAX_ROWS``) and resolves each future with its node's highest contiguous
-    seq *after* the commit. ``INSERT OR IGNORE``
-    on the primary key (node_id, seq) is the dedup.
+    seq *after* the commit. The primary key (node_id, seq) is the dedup.
+
+    Subclasses implement the ``_``-prefixed database calls (run on the store's
+    thread, never on the loop), name the exceptions that mean "the database failed"
+    (``db_errors``: counted, logged, the store unhealthy, StorageError to the caller)
+    and say where the data is (``location``: logged, so never a password).
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        synchronous: str = "FULL",
-        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
-        commit_delay_s: float = COMMIT_DELAY_S,
-    ) -> None:
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"unknown synchronous level {synchronous!r}")
-        if busy_timeout_ms < 0:
-            raise ValueError(f"busy_timeout_ms must be >= 0, got {busy_timeout_ms}")
+    db_errors: tuple[type[Exception], ...] = (OSError,)
+
+    def __init__(self, location: str, *, commit_delay_s: float = COMMIT_DELAY_S) -> None:
         if not 0 <= commit_delay_s <= 1:
             raise ValueError(f"commit_delay_s must be in [0, 1], got {commit_delay_s}")
-        self.path = Path(path)
-        self.synchronous = synchronous.upper()
-        self.busy_timeout_ms = busy_timeout_ms
+        self.location = location
         self.commit_delay_s = commit_delay_s
         self.duplicates = 0  # summaries received again after they were stored
         self.stored = 0
@@ -167,9 +169,8 @@ class CollectorStore:
         self.last_write_ok = 0.0  # time.monotonic() of the last committed write
         self.on_health_change: HealthListener | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # used on the executor thread only
         self._trackers: dict[str, ContiguousSeqs] = {}  # executor thread only
-        self._queue: list[_PendingWrite] = []
+        self._queue: list[PendingWrite] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -183,7 +184,7 @@ class CollectorStore:
         except StorageError as exc:
             self._executor.shutdown(wait=False)
             self._executor = None
-            raise StorageError(f"cannot open the database {self.path}: {exc}") from exc
+            raise StorageError(f"cannot open the database {self.location}: {exc}") from exc
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="collector-db-writer")
 
@@ -200,24 +201,6 @@ class CollectorStore:
         self._executor.shutdown(wait=True)
         self._executor = None
 
-    def _open_db(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-
-    def _close_db(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     async def _run(self, fn: Callable[..., _T], *args: Any, write: bool = False) -> _T:
         """Run ``fn(*args)`` on the database thread. Any failure marks the store
         unhealthy; a ``write`` that returns (its commit done) marks it healthy."""
@@ -226,10 +209,10 @@ class CollectorStore:
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-        except (sqlite3.Error, OSError) as exc:
+        except self.db_errors as exc:
             self.failures += 1
             self._set_health(False, f"{type(exc).__name__}: {exc}")
-            raise StorageError(f"{self.path}: {exc}") from exc
+            raise StorageError(f"{self.location}: {exc}") from exc
         if write:
             self.last_write_ok = time.monotonic()
             self._set_health(True, "")
@@ -242,16 +225,11 @@ class CollectorStore:
             return
         self.healthy = healthy
         if healthy:
-            log.warning("collector: the database works again", extra={"db": str(self.path)})
+            log.warning("collector: the database works again", extra={"db": self.location})
         else:
-            log.error("collector: the database failed: %s", reason, extra={"db": str(self.path)})
+            log.error("collector: the database failed: %s", reason, extra={"db": self.location})
         if self.on_health_change is not None:
             self.on_health_change(healthy, reason)
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StorageError("the store is not open")
-        return self._conn
 
     # -- health -------------------------------------------------------------------
 
@@ -259,20 +237,6 @@ class CollectorStore:
         """One small committed write (raises StorageError when it fails): how an idle
         store finds out that its disk is full, locked or gone, and when it is back."""
         await self._run(self._probe, now_ms, write=True)
-
-    def _probe(self, now_ms: int) -> None:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('probed_ms', ?)",
-                (now_ms,),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     # -- summaries ----------------------------------------------------------------
 
@@ -285,7 +249,7 @@ class CollectorStore:
             raise StorageError("the store is closed")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(retrieve_exception)
-        self._queue.append(_PendingWrite(node_id, summary, received_ms, fut))
+        self._queue.append(PendingWrite(node_id, summary, received_ms, fut))
         self._wake.set()
         return fut
 
@@ -316,6 +280,170 @@ class CollectorStore:
             if self._closing:
                 return
 
+    async def query_summaries(
+        self,
+        node_id: str = "",
+        since_ms: int = 0,
+        until_ms: int = 0,
+        limit: int = 0,
+    ) -> AsyncIterator[StoredSummary]:
+        """Stored summaries, oldest window first (start, node, seq); fetched in pages
+        so a large range never sits in memory at once. Zero values do not filter."""
+        after: tuple[int, str, int] | None = None
+        remaining = limit if limit > 0 else None
+        while remaining is None or remaining > 0:
+            page = QUERY_PAGE_ROWS if remaining is None else min(QUERY_PAGE_ROWS, remaining)
+            rows = await self._run(self._query_page, node_id, since_ms, until_ms, after, page)
+            for r in rows:
+                yield r
+            if len(rows) < page:
+                return
+            last = rows[-1]
+            after = (last.window_start_unix_ms, last.node_id, last.seq)
+            if remaining is not None:
+                remaining -= len(rows)
+
+    # -- nodes --------------------------------------------------------------------
+
+    async def note_hello(self, hello: Hello, now_ms: int) -> int:
+        """Record the node; returns its highest contiguous seq accounted for.
+
+        When the Hello says seqs up to ``acked_through`` were acknowledged before and
+        this database lacks some of them, they are recorded as gaps (and logged) in the
+        same transaction, and the ack moves past them."""
+        return await self._run(self._note_hello, hello, now_ms, write=True)
+
+    async def acked_elsewhere(self, node_id: str) -> list[SeqGap]:
+        """The node's recorded gaps, in seq order."""
+        return await self._run(self._acked_elsewhere, node_id)
+
+    async def list_nodes(
+        self, connected: set[str] | frozenset[str] = frozenset()
+    ) -> list[NodeInfo]:
+        return await self._run(self._list_nodes, frozenset(connected))
+
+    # -- command results ----------------------------------------------------------
+
+    async def add_command_result(
+        self, result: CommandResult, cmd: str, now_ms: int
+    ) -> CommandResult:
+        """Store a node's answer (the first one wins); returns the stored answer."""
+        return await self._run(self._add_command_result, result, cmd, now_ms, write=True)
+
+    async def command_result(self, node_id: str, command_id: str) -> CommandResult | None:
+        return await self._run(self._command_result, node_id, command_id)
+
+    # -- the database calls (on the store's thread) --------------------------------
+
+    @abstractmethod
+    def _open_db(self) -> None:
+        """Connect, create the schema if missing."""
+
+    @abstractmethod
+    def _close_db(self) -> None: ...
+
+    @abstractmethod
+    def _probe(self, now_ms: int) -> None:
+        """One small committed write."""
+
+    @abstractmethod
+    def _write_batch(self, batch: list[PendingWrite]) -> tuple[dict[str, int], int]:
+        """Insert one batch in one transaction, skipping (node_id, seq) already
+        stored; returns each node's highest contiguous seq after the commit (its
+        tracker updated only then), and how many rows were new."""
+
+    @abstractmethod
+    def _query_page(
+        self,
+        node_id: str,
+        since_ms: int,
+        until_ms: int,
+        after: tuple[int, str, int] | None,
+        page: int,
+    ) -> list[StoredSummary]:
+        """Up to ``page`` rows ordered by (window start, node id, seq), after ``after``."""
+
+    @abstractmethod
+    def _note_hello(self, hello: Hello, now_ms: int) -> int: ...
+
+    @abstractmethod
+    def _acked_elsewhere(self, node_id: str) -> list[SeqGap]: ...
+
+    @abstractmethod
+    def _list_nodes(self, connected: frozenset[str]) -> list[NodeInfo]: ...
+
+    @abstractmethod
+    def _add_command_result(self, r: CommandResult, cmd: str, now_ms: int) -> CommandResult:
+        """Store the result unless one is stored for (node, command id); return the
+        stored one."""
+
+    @abstractmethod
+    def _command_result(self, node_id: str, command_id: str) -> CommandResult | None: ...
+
+
+class CollectorStore(GroupCommitStore):
+    """Summaries, nodes, command results and seq gaps in SQLite (WAL).
+
+    ``INSERT OR IGNORE`` on the primary key (node_id, seq) is the dedup.
+    """
+
+    db_errors = (sqlite3.Error, OSError)
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        commit_delay_s: float = COMMIT_DELAY_S,
+    ) -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"unknown synchronous level {synchronous!r}")
+        if busy_timeout_ms < 0:
+            raise ValueError(f"busy_timeout_ms must be >= 0, got {busy_timeout_ms}")
+        super().__init__(str(Path(path)), commit_delay_s=commit_delay_s)
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None  # used on the executor thread only
+
+    def _open_db(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _close_db(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError("the store is not open")
+        return self._conn
+
+    def _probe(self, now_ms: int) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('probed_ms', ?)",
+                (now_ms,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def _tracker(self, node_id: str) -> ContiguousSeqs:
         """The node's seq tracker, loaded from the database on first use (thread)."""
         tracker = self._trackers.get(node_id)
@@ -333,7 +461,7 @@ class CollectorStore:
         self._trackers[node_id] = tracker
         return tracker
 
-    def _write_batch(self, batch: list[_PendingWrite]) -> tuple[dict[str, int], int]:
+    def _write_batch(self, batch: list[PendingWrite]) -> tuple[dict[str, int], int]:
         """Insert one batch in one transaction (thread); returns each node's highest
         contiguous seq after the commit, and how many rows were new."""
         conn = self._db()
@@ -373,29 +501,6 @@ class CollectorStore:
         self._trackers.update(trackers)
         return {n: t.highest for n, t in trackers.items()}, inserted
 
-    async def query_summaries(
-        self,
-        node_id: str = "",
-        since_ms: int = 0,
-        until_ms: int = 0,
-        limit: int = 0,
-    ) -> AsyncIterator[StoredSummary]:
-        """Stored summaries, oldest window first (start, node, seq); fetched in pages
-        so a large range never sits in memory at once. Zero values do not filter."""
-        after: tuple[int, str, int] | None = None
-        remaining = limit if limit > 0 else None
-        while remaining is None or remaining > 0:
-            page = QUERY_PAGE_ROWS if remaining is None else min(QUERY_PAGE_ROWS, remaining)
-            rows = await self._run(self._query_page, node_id, since_ms, until_ms, after, page)
-            for r in rows:
-                yield r
-            if len(rows) < page:
-                return
-            last = rows[-1]
-            after = (last.window_start_unix_ms, last.node_id, last.seq)
-            if remaining is not None:
-                remaining -= len(rows)
-
     def _query_page(
         self,
         node_id: str,
@@ -423,16 +528,6 @@ class CollectorStore:
             StoredSummary(str(n), int(q), int(st), int(w), bytes(p), bool(e), int(rc))
             for n, q, st, w, p, e, rc in self._db().execute(sql, (*params, page))
         ]
-
-    # -- nodes --------------------------------------------------------------------
-
-    async def note_hello(self, hello: Hello, now_ms: int) -> int:
-        """Record the node; returns its highest contiguous seq accounted for.
-
-        When the Hello says seqs up to ``acked_through`` were acknowledged before and
-        this database lacks some of them, they are recorded as gaps (and logged) in the
-        same transaction, and the ack moves past them."""
-        return await self._run(self._note_hello, hello, now_ms, write=True)
 
     def _note_hello(self, hello: Hello, now_ms: int) -> int:
         conn = self._db()
@@ -480,10 +575,6 @@ class CollectorStore:
             )
         return tracker.highest
 
-    async def acked_elsewhere(self, node_id: str) -> list[SeqGap]:
-        """The node's recorded gaps, in seq order."""
-        return await self._run(self._acked_elsewhere, node_id)
-
     def _acked_elsewhere(self, node_id: str) -> list[SeqGap]:
         return [
             SeqGap(int(first), int(last))
@@ -493,11 +584,6 @@ class CollectorStore:
                 (node_id,),
             )
         ]
-
-    async def list_nodes(
-        self, connected: set[str] | frozenset[str] = frozenset()
-    ) -> list[NodeInfo]:
-        return await self._run(self._list_nodes, frozenset(connected))
 
     def _list_nodes(self, connected: frozenset[str]) -> list[NodeInfo]:
         out = []
@@ -520,14 +606,6 @@ class CollectorStore:
             )
         return out
 
-    # -- command results ----------------------------------------------------------
-
-    async def add_command_result(
-        self, result: CommandResult, cmd: str, now_ms: int
-    ) -> CommandResult:
-        """Store a node's answer (the first one wins); returns the stored answer."""
-        return await self._run(self._add_command_result, result, cmd, now_ms, write=True)
-
     def _add_command_result(self, r: CommandResult, cmd: str, now_ms: int) -> CommandResult:
         self._db().execute(
             "INSERT OR IGNORE INTO command_results (node_id, command_id, cmd, ok, result_json, "
@@ -536,9 +614,6 @@ class CollectorStore:
         )
         stored = self._command_result(r.node_id, r.command_id)
         return stored if stored is not None else r
-
-    async def command_result(self, node_id: str, command_id: str) -> CommandResult | None:
-        return await self._run(self._command_result, node_id, command_id)
 
     def _command_result(self, node_id: str, command_id: str) -> CommandResult | None:
         row = (

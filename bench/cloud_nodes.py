@@ -80,7 +80,7 @@ class SimNode:
         self.phase = rng.random()
         self.payload = pack(summary_payload(int(time.time()), rng))
         self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        self.stub = edge_pb2_grpc.EdgeLinkStub(self.channel)
+        self.stub = edge_pb2_grpc.EdgeLinkStub(self.channel)  # type: ignore[no-untyped-call]
         self.call: Any = None
         self.pending: collections.deque[tuple[int, float, Window | None]] = collections.deque()
         self.welcomed = asyncio.Event()

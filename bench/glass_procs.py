@@ -126,7 +126,7 @@ def receiver_argv(port: int, log: Path, expect: tuple[int, int]) -> list[str]:
 
 def viewer_argv(url: str, log: Path, expect: tuple[int, int]) -> list[str]:
     return [
-        sys.executable, "-m", "bench.glass_viewer",
+        sys.executable, "-m", "bench.glass_viewer", "--strip", "counter",
         "--url", url, "--log", str(log),
         "--expect", f"{expect[0]}:{expect[1]}", "--json", "--stdin",
     ]  # fmt: skip

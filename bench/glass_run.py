@@ -76,8 +76,14 @@ FFMPEG_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 def ffmpeg_argv(
-    in_port: int, out_port: int, font: str | None, input_options: Sequence[str] = ()
+    in_port: int,
+    out_port: int,
+    font: str | None,
+    input_options: Sequence[str] = (),
+    video_filter: str | None = None,
 ) -> list[str]:
+    """The middle box; ``video_filter`` replaces the one ``drawtext`` (the ``show-*``
+    scenarios draw as many texts as the node has danmaku on screen)."""
     # -probesize 32 (the minimum) rather than 32768: the publisher's picture codes to
     # ~45 kbit/s, so 32 KiB of probe is ~4 s of stream, and ffmpeg would still be
     # probing when the measurement starts (it then drains that backlog, which times
@@ -87,7 +93,7 @@ def ffmpeg_argv(
         "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
         "-listen", "1", "-probesize", "32", "-analyzeduration", "0", *input_options,
         "-i", f"rtmp://127.0.0.1:{in_port}/live/demo",
-        "-vf", drawtext_filter(font),
+        "-vf", video_filter or drawtext_filter(font),
         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
         "-g", "60", "-bf", "0",
         "-f", "flv", f"rtmp://127.0.0.1:{out_port}/live/out",
@@ -134,11 +140,12 @@ async def publish_through(
     receivers: Sequence[JsonChild],
     at_start: Callable[[], Awaitable[Any]],
     at_end: Callable[[], Awaitable[Any]],
+    size: str = glass.SIZE,
 ) -> PublishOutcome:
     """Publish for ``seconds``; ``at_start``/``at_end`` at the steady-state window's edges."""
     out = PublishOutcome()
     pub = await Publisher.spawn(
-        publisher_argv(url, seconds, glass.START, glass.SIZE, glass.FPS, frames_log), stderr_log
+        publisher_argv(url, seconds, glass.START, size, glass.FPS, frames_log), stderr_log
     )
     try:
         out.first_frame_at = await _first_event(receivers, "first_frame", pub)
@@ -178,9 +185,11 @@ def _mib(v: int | None) -> float | None:
     return v / MIB if v is not None else None
 
 
-def _command(font: str | None, input_options: Sequence[str] = ()) -> str:
+def _command(
+    font: str | None, input_options: Sequence[str] = (), video_filter: str | None = None
+) -> str:
     return (
-        " ".join(ffmpeg_argv(0, 0, font, input_options))
+        " ".join(ffmpeg_argv(0, 0, font, input_options, video_filter))
         .replace(":0/live/demo", ":IN/live/demo")
         .replace(":0/live/out", ":OUT/live/out")
     )
@@ -192,6 +201,9 @@ class GlassPeer(Peer):
 
     name: ClassVar[str] = "ffmpeg-cli RTMP in -> drawtext -> x264 -> RTMP out"
     font: str | None = field(default_factory=pick_font)
+    size: str = glass.SIZE  # the publisher's picture, WIDTHxHEIGHT
+    # The middle box's filter graph; None: one drawtext (``drawtext_filter``).
+    video_filter: str | None = None
 
     def unavailable(self) -> str | None:
         if shutil.which("ffmpeg") is None:
@@ -207,9 +219,10 @@ class GlassPeer(Peer):
         )
         return {
             "name": self.name,
-            "command": _command(self.font),
+            "command": _command(self.font, (), self.video_filter),
+            "size": self.size,
             "variants": {
-                prefix: {"what": what, "command": _command(self.font, options)}
+                prefix: {"what": what, "command": _command(self.font, options, self.video_filter)}
                 for prefix, (options, what) in FFMPEG_VARIANTS.items()
             },
             "version": ffmpeg_version(),
@@ -259,6 +272,7 @@ class GlassPeer(Peer):
                 [rx],
                 _as_async(busy.start),
                 _as_async(busy.stop),
+                self.size,
             )
             await asyncio.sleep(glass.GRACE_S)
         finally:
@@ -289,7 +303,9 @@ class GlassPeer(Peer):
         try:
             if await rx.wait_event("listening", LISTEN_TIMEOUT_S) is None:
                 return None, f"the {prefix} receiver did not listen; see {rx_log}", {}
-            ff = SpawnedChild(ffmpeg_argv(in_port, out_port, self.font, input_options), ff_log)
+            ff = SpawnedChild(
+                ffmpeg_argv(in_port, out_port, self.font, input_options, self.video_filter), ff_log
+            )
             if not await wait_listening(in_port, LISTEN_TIMEOUT_S, alive=lambda: not ff.poll()):
                 return None, f"ffmpeg did not listen on port {in_port}; see {ff_log}", {}
             sampler = ProcSampler([ff.pid])
@@ -311,6 +327,7 @@ class GlassPeer(Peer):
                 [rx],
                 sample,
                 sample,
+                self.size,
             )
             # The input ended: ffmpeg flushes its output and exits by itself.
             await ff.wait(10.0)

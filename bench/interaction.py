@@ -2,8 +2,8 @@
 
 The prober (``bench.probe_sender``) writes ``seq monotonic_s`` for every probe event
 it sends over the WebSocket (the time is taken just before the frame is written).
-The viewer (``bench.probe_viewer``) writes ``seq monotonic_s`` for every picture it
-decodes, ``seq`` being what the top-left probe strip reads. Both clocks are the
+The viewer (``bench.glass_viewer --strip probe``) writes ``seq monotonic_s`` for every
+picture it decodes, ``seq`` being what the top-left probe strip reads. Both clocks are the
 machine's CLOCK_MONOTONIC, so for each probe: latency = time of the first decoded
 picture showing its ``seq`` at or after it was sent - time it was sent.
 

@@ -95,7 +95,11 @@ async def load(
     stop_on_stdin_eof: bool,
     max_seconds: float | None,
     seed: int,
+    user_prefix: str = "",
 ) -> dict[str, Any]:
+    """``user_prefix``: the node deduplicates on (user, message id) and every load
+    process numbers its messages alike, so two processes (or two runs on one node)
+    need users of their own: ``P-load-N``."""
     import aiohttp
     import msgpack
 
@@ -166,7 +170,8 @@ async def load(
     connector = aiohttp.TCPConnector(limit=0)
     try:
         async with aiohttp.ClientSession(connector=connector) as http:
-            op_token = mint(secret, "load-operator", "operator", 3600, time.time())
+            who = f"{user_prefix}-load" if user_prefix else "load"
+            op_token = mint(secret, f"{who}-operator", "operator", 3600, time.time())
             op = await http.ws_connect(ws_url, headers={"Authorization": f"Bearer {op_token}"})
             args = {"poll": poll, "question": "Which colour?", "options": POLL_OPTIONS}
             reply = await command(op, "poll.open", args)
@@ -176,7 +181,7 @@ async def load(
             result["poll_open"] = reply
 
             async def connect(i: int) -> aiohttp.ClientWebSocketResponse:
-                token = mint(secret, f"load-{i}", "viewer", 3600, time.time())
+                token = mint(secret, f"{who}-{i}", "viewer", 3600, time.time())
                 return await http.ws_connect(ws_url, headers={"Authorization": f"Bearer {token}"})
 
             sockets = list(await asyncio.gather(*(connect(i) for i in range(users))))
@@ -249,6 +254,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mix", default=DEFAULT_MIX, help=f"weights (default {DEFAULT_MIX})")
     p.add_argument("--poll", default="bench-load", help="the poll the votes go to")
     p.add_argument("--seed", type=int, default=5)
+    p.add_argument(
+        "--user-prefix",
+        default="",
+        help="letters and digits: users are PREFIX-load-N (one prefix per process and run; "
+        "the node deduplicates on (user, message id))",
+    )
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--json", action="store_true", help="JSON lines for the bench")
     p.add_argument(
@@ -263,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         mix = parse_mix(args.mix)
     except ValueError as exc:
         print(f"load_gen: {exc}", file=sys.stderr)
+        return 2
+    if args.user_prefix and not (args.user_prefix.isascii() and args.user_prefix.isalnum()):
+        print("load_gen: --user-prefix must be letters and digits", file=sys.stderr)
         return 2
     if args.rate <= 0 or args.users < 1:
         print("load_gen: --rate must be > 0 and --users >= 1", file=sys.stderr)
@@ -279,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.stdin,
             args.max_seconds,
             args.seed,
+            args.user_prefix,
         )
     )
     if args.json:

@@ -5,10 +5,12 @@ Per run, against the demo node (``bench.probe`` on; comment/like/vote and per-ad
 limits raised and ``overlay.max_on_screen`` = 50 through ``EDGE_NODE_*``, so that the
 load is accepted and 50 danmaku are on screen):
 
-- a WHEP viewer in its own process (``bench.probe_viewer``) logs ``seq monotonic_s``
-  for every decoded 720p30 picture, ``seq`` read from the top-left probe strip;
-- a load process (``bench.load_gen``) sends 2,000 events/s (40% comments, 50% likes,
-  10% votes) from 100 users, one WebSocket each, and keeps the danmaku board full;
+- a WHEP viewer in its own process (``bench.glass_viewer --strip probe``) logs
+  ``seq monotonic_s`` for every decoded 720p30 picture, ``seq`` read from the
+  top-left probe strip;
+- a load process (``bench.load_gen``, with ``--user-prefix`` for users of the
+  run's own) sends 2,000 events/s (40% comments, 50% likes, 10% votes) from 100
+  users, one WebSocket each, and keeps the danmaku board full;
 - after a ramp (the board fills), a prober process (``bench.probe_sender``, bench
   role) sends ``seconds x 10`` probes at 10/s over the WebSocket and logs their send
   times; CLOCK_MONOTONIC is one clock for every process of the machine, so per
@@ -38,6 +40,7 @@ from bench import engine_alone, plot, procstat
 from bench import interaction as ix
 from bench.figures import Figure, Figures, fmt
 from bench.glass_procs import ROOT, BusyMeter, JsonChild
+from bench.live_clients import load_prefix
 from bench.sampler import Sample, Sampler, cpu_series
 from bench.scenarios import Check, Peer, RunContext, RunResult, Scenario
 from bench.whep_run import node_figures
@@ -177,14 +180,17 @@ async def _run(ctx: RunContext) -> RunResult:
     try:
         viewer = await _spawn(
             "viewer",
-            [py, "-m", "bench.probe_viewer", "--url", node.base_url,
+            [py, "-m", "bench.glass_viewer", "--strip", "probe", "--url", node.base_url,
              "--log", str(logs["probes-seen"]), "--json", "--stdin"],
             ctx.log_path("viewer"),
             {},
         )  # fmt: skip
         load = await _spawn(
             "load",
-            [py, "-m", "bench.load_gen", "--url", node.base_url, "--secret-file", str(secret),
+            # Users of this run's own (the node deduplicates on (user, id), and
+            # every run's load numbers its messages alike).
+            [py, "-m", "bench.load_gen", "--user-prefix", load_prefix(ctx.run_index),
+             "--url", node.base_url, "--secret-file", str(secret),
              "--rate", f"{LOAD_RATE_PER_S:g}", "--users", str(LOAD_USERS),
              "--poll", f"bench-run{ctx.run_index}", "--seed", str(ctx.run_index),
              "--json", "--stdin"],

@@ -30,6 +30,15 @@ from tests.e2e.test_cloud_e2e import (
 )
 
 DEADLINE_S = 6.0
+SETTINGS = {"node__shutdown_deadline_s": str(DEADLINE_S)}
+
+
+def running(tmp: Path, cleanup: list[Callable[[], Any]], acked: int) -> tuple[Any, Any]:  # noqa: F811
+    """A collector process and a node dialling it, with ``acked`` windows delivered."""
+    collector = collector_proc(tmp, cleanup)
+    node = node_proc(tmp, cleanup, collector.address, SETTINGS)
+    wait_until(lambda: caught_up(node, acked), 30, "the first windows to be acked")
+    return collector, node
 
 
 @pytest.mark.timeout(90)
@@ -37,10 +46,7 @@ def test_sigterm_delivers_the_open_windows_and_exits_in_time(
     tmp_path: Path,
     cleanup: list[Callable[[], Any]],  # noqa: F811
 ) -> None:
-    collector = collector_proc(tmp_path, cleanup)
-    settings = {"node__shutdown_deadline_s": str(DEADLINE_S)}
-    node = node_proc(tmp_path, cleanup, collector.address, settings)
-    wait_until(lambda: caught_up(node, 3), 30, "the first windows to be acked")
+    collector, node = running(tmp_path, cleanup, 3)
     signalled = time.time()
     node.proc.send_signal(signal.SIGTERM)
     node.proc.wait(DEADLINE_S + 10)
@@ -63,10 +69,7 @@ def test_a_drain_that_cannot_deliver_keeps_the_deadline_and_the_next_start_deliv
     tmp_path: Path,
     cleanup: list[Callable[[], Any]],  # noqa: F811
 ) -> None:
-    collector = collector_proc(tmp_path, cleanup)
-    settings = {"node__shutdown_deadline_s": str(DEADLINE_S)}
-    node = node_proc(tmp_path, cleanup, collector.address, settings)
-    wait_until(lambda: caught_up(node, 2), 30, "the first windows to be acked")
+    collector, node = running(tmp_path, cleanup, 2)
     os.kill(collector.pid, signal.SIGSTOP)  # accepts nothing, acks nothing
     time.sleep(1.5)
     signalled = time.time()
@@ -75,7 +78,7 @@ def test_a_drain_that_cannot_deliver_keeps_the_deadline_and_the_next_start_deliv
     assert node.proc.returncode == 0
     assert time.time() - signalled < DEADLINE_S + 3
     os.kill(collector.pid, signal.SIGCONT)
-    again = node_proc(tmp_path, cleanup, collector.address, settings)
+    again = node_proc(tmp_path, cleanup, collector.address, SETTINGS)
     # The drain spooled what it could not send: the next start found it on disk.
     assert again.health()["spool"]["load"]["records"] > 0
 

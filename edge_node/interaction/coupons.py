@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from edge_node.interaction.effects import CommandError, Push
 from edge_node.interaction.effects import arg as _arg
-from edge_node.interaction.lottery import MAX_KEYWORD_CHARS, fold_keyword, id_arg
+from edge_node.interaction.lottery import fold_keyword, id_arg, keyword_arg
 
 MAX_CODES: Final = 100_000
 MAX_CODE_CHARS: Final = 64
@@ -76,16 +76,7 @@ class CouponDrops:
 
     def open(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:
         drop_id = id_arg(args, "drop")
-        keyword = _arg(args, "keyword", (str, type(None)), None)
-        match = None
-        if keyword is not None:
-            match = self._fold(keyword)
-            if not match or len(keyword) > MAX_KEYWORD_CHARS:
-                raise CommandError(
-                    "bad_message",
-                    f"args.keyword: 1..{MAX_KEYWORD_CHARS} characters with a letter, "
-                    "digit or symbol (spaces and punctuation are ignored when matching)",
-                )
+        keyword, match = keyword_arg(args, self._fold)
         codes = _arg(args, "codes", (list, tuple))
         if not 1 <= len(codes) <= MAX_CODES:
             raise CommandError("bad_message", f"args.codes: 1..{MAX_CODES} codes")

@@ -178,16 +178,7 @@ class Lotteries:
         if len(seed) < MIN_SEED_BYTES:
             raise ValueError(f"seed must be at least {MIN_SEED_BYTES} bytes, got {len(seed)}")
         lottery_id = id_arg(args, "lottery")
-        keyword = _arg(args, "keyword", (str, type(None)), None)
-        match = None
-        if keyword is not None:
-            match = self._fold(keyword)
-            if not match or len(keyword) > MAX_KEYWORD_CHARS:
-                raise CommandError(
-                    "bad_message",
-                    f"args.keyword: 1..{MAX_KEYWORD_CHARS} characters with a letter, "
-                    "digit or symbol (spaces and punctuation are ignored when matching)",
-                )
+        keyword, match = keyword_arg(args, self._fold)
         winners = _arg(args, "winners", int)
         if not 1 <= winners <= MAX_WINNERS:
             raise CommandError("bad_message", f"args.winners: 1..{MAX_WINNERS}, got {winners}")
@@ -430,6 +421,23 @@ class Lotteries:
 
     def _broadcast(self, state: dict[str, Any]) -> None:
         self._pushes.append(Push({"t": "state", **state}))
+
+
+def keyword_arg(
+    args: Mapping[str, Any], fold: Callable[[str], str]
+) -> tuple[str | None, str | None]:
+    """The optional ``keyword`` (lottery, coupon drop) and its folded form to match."""
+    keyword: str | None = _arg(args, "keyword", (str, type(None)), None)
+    if keyword is None:
+        return None, None
+    match = fold(keyword)
+    if not match or len(keyword) > MAX_KEYWORD_CHARS:
+        raise CommandError(
+            "bad_message",
+            f"args.keyword: 1..{MAX_KEYWORD_CHARS} characters with a letter, "
+            "digit or symbol (spaces and punctuation are ignored when matching)",
+        )
+    return keyword, match
 
 
 def id_arg(args: Mapping[str, Any], name: str) -> str:

@@ -3,9 +3,11 @@
 ``GroupCommitStore`` is what every store does alike: every database call runs on one
 dedicated thread (a single-worker executor), which also owns the per-node
 ``ContiguousSeqs``; the event loop only awaits results. Summaries from every stream
-are group-committed by one writer task. Subclasses supply the database calls:
-``CollectorStore`` (SQLite, here) and ``collector_store_pg.PgCollectorStore``
-(PostgreSQL, given a DSN).
+are group-committed by one writer task. The database calls are written once too,
+in a ``SqlDialect`` (placeholder, ``MAX``/``GREATEST``, how an insert skips a stored
+key); subclasses supply the dialect, the schema, the connection and the group
+commit's insert: ``CollectorStore`` (SQLite, here) and
+``collector_store_pg.PgCollectorStore`` (PostgreSQL, given a DSN).
 
 What it must never do:
 
@@ -29,11 +31,12 @@ import logging
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 from edge_node.cloud.collector_errors import StorageError
 from edge_node.cloud.collector_records import (
@@ -107,9 +110,23 @@ CREATE TABLE IF NOT EXISTS acked_elsewhere (
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
 
-_SUMMARY_COLUMNS = "node_id, seq, window_start_ms, window_s, payload, empty, received_ms"
+SUMMARY_COLUMNS = "node_id, seq, window_start_ms, window_s, payload, empty, received_ms"
+_NODE_COLUMNS = "node_id, boot_id, version, proto_version, first_seen_ms, last_seen_ms, acked_seq"
+_GAP_COLUMNS = "node_id, first_seq, last_seq, boot_id, recorded_ms"
+_RESULT_COLUMNS = "node_id, command_id, cmd, ok, result_json, error_code, error, received_ms"
+_LIST_NODES = (
+    "SELECT n.node_id, n.boot_id, n.version, n.last_seen_ms, n.acked_seq, "
+    "(SELECT COALESCE(SUM(g.last_seq - g.first_seq + 1), 0) FROM acked_elsewhere g "
+    "WHERE g.node_id = n.node_id) FROM nodes n ORDER BY n.node_id"
+)
+
+# SQLite's group commit: one executemany per table, in one transaction.
 _INSERT_SUMMARY = (
-    f"INSERT OR IGNORE INTO summaries ({_SUMMARY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO summaries ({SUMMARY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_RAISE_ACK = (
+    "UPDATE nodes SET acked_seq = MAX(acked_seq, ?), "
+    "last_seen_ms = MAX(last_seen_ms, ?) WHERE node_id = ?"
 )
 
 DSN_SCHEMES = ("postgresql://", "postgres://")
@@ -125,6 +142,84 @@ class PendingWrite:
     summary: WindowSummary
     received_ms: int
     future: asyncio.Future[int]
+
+
+SummaryRow = tuple[str, int, int, int, bytes, bool, int]
+"""One summary as stored, in ``SUMMARY_COLUMNS`` order."""
+AckRow = tuple[str, int, int]
+"""``(node_id, acked_seq, last_seen_ms)``: where a group commit moves a node's ack."""
+
+
+class Rows(Protocol):
+    """What ``execute`` returns, sqlite3's cursor and psycopg's alike: tuples."""
+
+    def fetchone(self) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Executes(Protocol):
+    """A connection (sqlite3's, psycopg's) or a cursor: runs one statement."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Rows: ...
+
+
+class ExecutesMany(Executes, Protocol):
+    """What a transaction is written through (a sqlite3 connection, a psycopg cursor)."""
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object: ...
+
+
+class SqlDialect:
+    """The statements both stores send, written once, built once per dialect.
+
+    What differs between SQLite and PostgreSQL here is only spelling: the parameter
+    placeholder (``?`` for sqlite3, ``%s`` for psycopg), the two-argument maximum
+    (SQLite's scalar ``MAX``, ``GREATEST``) and how an insert skips a row whose key is
+    stored (``INSERT OR IGNORE``, ``ON CONFLICT (key) DO NOTHING``). What differs more
+    (the schema, the group commit, the probe, transactions) stays in each store.
+    """
+
+    def __init__(self, *, param: str, greatest: str, or_ignore: bool) -> None:
+        self.param: Final = param
+        self.greatest: Final = greatest
+        self.or_ignore: Final = or_ignore
+        p = param
+        self.acked_seq: Final = f"SELECT acked_seq FROM nodes WHERE node_id = {p}"
+        self.seqs_after: Final = (
+            f"SELECT seq FROM summaries WHERE node_id = {p} AND seq > {p} ORDER BY seq"
+        )
+        self.upsert_node: Final = (
+            f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES ({self._values(_NODE_COLUMNS)}) "
+            "ON CONFLICT (node_id) DO UPDATE SET "
+            "boot_id = excluded.boot_id, version = excluded.version, "
+            "proto_version = excluded.proto_version, last_seen_ms = excluded.last_seen_ms, "
+            f"acked_seq = {greatest}(nodes.acked_seq, excluded.acked_seq)"
+        )
+        self.insert_gap: Final = self._insert_ignoring(
+            "acked_elsewhere", _GAP_COLUMNS, key="node_id, first_seq"
+        )
+        self.gaps: Final = (
+            f"SELECT first_seq, last_seq FROM acked_elsewhere WHERE node_id = {p} "
+            "ORDER BY first_seq"
+        )
+        self.insert_result: Final = self._insert_ignoring(
+            "command_results", _RESULT_COLUMNS, key="node_id, command_id"
+        )
+        self.result: Final = (
+            "SELECT ok, result_json, error_code, error FROM command_results "
+            f"WHERE node_id = {p} AND command_id = {p}"
+        )
+
+    def _values(self, columns: str) -> str:
+        """One placeholder per column of ``columns`` (comma-separated names)."""
+        return ", ".join([self.param] * len(columns.split(",")))
+
+    def _insert_ignoring(self, table: str, columns: str, *, key: str) -> str:
+        values = f"VALUES ({self._values(columns)})"
+        if self.or_ignore:
+            return f"INSERT OR IGNORE INTO {table} ({columns}) {values}"
+        return f"INSERT INTO {table} ({columns}) {values} ON CONFLICT ({key}) DO NOTHING"
 
 
 def is_dsn(db: str | Path) -> bool:
@@ -147,13 +242,19 @@ class GroupCommitStore(ABC):
     ``BATCH_MAX_ROWS``) and resolves each future with its node's highest contiguous
     seq *after* the commit. The primary key (node_id, seq) is the dedup.
 
-    Subclasses implement the ``_``-prefixed database calls (run on the store's
-    thread, never on the loop), name the exceptions that mean "the database failed"
-    (``db_errors``: counted, logged, the store unhealthy, StorageError to the caller)
-    and say where the data is (``location``: logged, so never a password).
+    The ``_``-prefixed database calls run on the store's thread, never on the loop;
+    they are written here once, in the subclass's SQL dialect (``sql``). Subclasses
+    supply the connection (``_open_db``, ``_db``, ``_transaction``, ``_close_db``),
+    the probe and the group commit's insert (``_insert_batch``), name the exceptions
+    that mean "the database failed" (``db_errors``: counted, logged, the store
+    unhealthy, StorageError to the caller) and say where the data is (``location``:
+    logged, so never a password).
     """
 
     db_errors: tuple[type[Exception], ...] = (OSError,)
+    sql: ClassVar[SqlDialect]
+    # Where the shared calls' warnings go: each store's own module's logger.
+    _log: ClassVar[logging.Logger] = log
 
     def __init__(self, location: str, *, commit_delay_s: float = COMMIT_DELAY_S) -> None:
         if not 0 <= commit_delay_s <= 1:
@@ -334,6 +435,8 @@ class GroupCommitStore(ABC):
         return await self._run(self._command_result, node_id, command_id)
 
     # -- the database calls (on the store's thread) --------------------------------
+    # Written once, over the subclass's ``sql``, ``_db()`` and ``_transaction()``; a
+    # subclass supplies those, the connection's life, the probe and the batch insert.
 
     @abstractmethod
     def _open_db(self) -> None:
@@ -343,16 +446,66 @@ class GroupCommitStore(ABC):
     def _close_db(self) -> None: ...
 
     @abstractmethod
+    def _db(self) -> Executes:
+        """The open connection; StorageError when the store is not open."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[ExecutesMany]:
+        """One transaction, committed when the block ends, rolled back if it raises."""
+
+    @abstractmethod
     def _probe(self, now_ms: int) -> None:
         """One small committed write."""
 
     @abstractmethod
+    def _insert_batch(self, rows: list[SummaryRow], acks: list[AckRow]) -> int:
+        """In one transaction: insert the rows, skipping (node_id, seq) already stored,
+        and raise each node's acked_seq and last_seen_ms to its ack's (never lower
+        them); returns how many rows were new."""
+
+    def _tracker(self, node_id: str) -> ContiguousSeqs:
+        """The node's seq tracker, loaded from the database on first use."""
+        tracker = self._trackers.get(node_id)
+        if tracker is not None:
+            return tracker
+        conn = self._db()
+        row = conn.execute(self.sql.acked_seq, (node_id,)).fetchone()
+        tracker = ContiguousSeqs(int(row[0]) if row else 0)
+        # Rows stored beyond a gap (and, if acked_seq lagged, beyond it) extend it.
+        for (seq,) in conn.execute(self.sql.seqs_after, (node_id, tracker.highest)):
+            tracker.add(int(seq))
+        self._trackers[node_id] = tracker
+        return tracker
+
     def _write_batch(self, batch: list[PendingWrite]) -> tuple[dict[str, int], int]:
         """Insert one batch in one transaction, skipping (node_id, seq) already
         stored; returns each node's highest contiguous seq after the commit (its
         tracker updated only then), and how many rows were new."""
+        self._db()  # first: a store that reconnects re-reads its trackers
+        # Tentative copies: the in-memory state changes only if the commit succeeds.
+        trackers = {w.node_id: self._tracker(w.node_id).copy() for w in batch}
+        last_seen: dict[str, int] = {}
+        rows: list[SummaryRow] = []
+        for w in batch:
+            s = w.summary
+            rows.append(
+                (
+                    w.node_id,
+                    s.seq,
+                    s.window_start_unix_ms,
+                    s.window_s,
+                    s.payload,
+                    s.empty,
+                    w.received_ms,
+                )
+            )
+            trackers[w.node_id].add(s.seq)
+            last_seen[w.node_id] = max(last_seen.get(w.node_id, 0), w.received_ms)
+        acks = [(n, trackers[n].highest, last_seen[n]) for n in sorted(trackers)]
+        inserted = self._insert_batch(rows, acks)
+        self._trackers.update(trackers)
+        return {n: t.highest for n, t in trackers.items()}, inserted
 
-    @abstractmethod
     def _query_page(
         self,
         node_id: str,
@@ -361,24 +514,105 @@ class GroupCommitStore(ABC):
         after: tuple[int, str, int] | None,
         page: int,
     ) -> list[StoredSummary]:
-        """Up to ``page`` rows ordered by (window start, node id, seq), after ``after``."""
+        """Up to ``page`` rows ordered by (window start, node id, seq), after ``after``;
+        zero values do not filter."""
+        p = self.sql.param
+        where = [f"window_start_ms >= {p}"]
+        params: list[int | str] = [since_ms if since_ms > 0 else -MAX_SEQ]
+        if until_ms > 0:
+            where.append(f"window_start_ms < {p}")
+            params.append(until_ms)
+        if node_id:
+            where.append(f"node_id = {p}")
+            params.append(node_id)
+        if after is not None:
+            where.append(f"(window_start_ms, node_id, seq) > ({p}, {p}, {p})")
+            params.extend(after)
+        sql = (
+            f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE {' AND '.join(where)} "
+            f"ORDER BY window_start_ms, node_id, seq LIMIT {p}"
+        )
+        return [
+            StoredSummary(str(n), int(q), int(st), int(w), bytes(b), bool(e), int(rc))
+            for n, q, st, w, b, e, rc in self._db().execute(sql, (*params, page))
+        ]
 
-    @abstractmethod
-    def _note_hello(self, hello: Hello, now_ms: int) -> int: ...
+    def _note_hello(self, hello: Hello, now_ms: int) -> int:
+        self._db()  # first: a store that reconnects re-reads its trackers
+        tracker = self._tracker(hello.node_id).copy()
+        gaps = tracker.skip_through(hello.acked_through)
+        with self._transaction() as tx:
+            tx.execute(
+                self.sql.upsert_node,
+                (
+                    hello.node_id,
+                    hello.boot_id,
+                    hello.version,
+                    hello.proto_version,
+                    now_ms,
+                    now_ms,
+                    tracker.highest,
+                ),
+            )
+            if gaps:
+                tx.executemany(
+                    self.sql.insert_gap,
+                    [(hello.node_id, g.first, g.last, hello.boot_id, now_ms) for g in gaps],
+                )
+        self._trackers[hello.node_id] = tracker
+        if gaps:
+            self._log.warning(
+                "collector: node %s says seqs up to %d were acknowledged before; this "
+                "database lacks %d of them (recorded as acknowledged elsewhere: %s)",
+                hello.node_id,
+                hello.acked_through,
+                sum(g.count for g in gaps),
+                ", ".join(f"{g.first}..{g.last}" for g in gaps[:5]),
+                extra={"node": hello.node_id, "boot_id": hello.boot_id},
+            )
+        return tracker.highest
 
-    @abstractmethod
-    def _acked_elsewhere(self, node_id: str) -> list[SeqGap]: ...
+    def _acked_elsewhere(self, node_id: str) -> list[SeqGap]:
+        return [
+            SeqGap(int(first), int(last))
+            for first, last in self._db().execute(self.sql.gaps, (node_id,))
+        ]
 
-    @abstractmethod
-    def _list_nodes(self, connected: frozenset[str]) -> list[NodeInfo]: ...
+    def _list_nodes(self, connected: frozenset[str]) -> list[NodeInfo]:
+        out = []
+        rows = self._db().execute(_LIST_NODES)
+        for node_id, boot_id, version, last_seen, acked, elsewhere in rows:
+            tracker = self._trackers.get(node_id)
+            out.append(
+                NodeInfo(
+                    str(node_id),
+                    str(boot_id),
+                    str(version),
+                    int(last_seen),
+                    node_id in connected,
+                    tracker.highest if tracker else int(acked),
+                    int(elsewhere),
+                )
+            )
+        return out
 
-    @abstractmethod
     def _add_command_result(self, r: CommandResult, cmd: str, now_ms: int) -> CommandResult:
         """Store the result unless one is stored for (node, command id); return the
         stored one."""
+        self._db().execute(
+            self.sql.insert_result,
+            (r.node_id, r.command_id, cmd, r.ok, r.result_json, r.error_code, r.error, now_ms),
+        )
+        stored = self._command_result(r.node_id, r.command_id)
+        return stored if stored is not None else r
 
-    @abstractmethod
-    def _command_result(self, node_id: str, command_id: str) -> CommandResult | None: ...
+    def _command_result(self, node_id: str, command_id: str) -> CommandResult | None:
+        row = self._db().execute(self.sql.result, (node_id, command_id)).fetchone()
+        if row is None:
+            return None
+        return CommandResult(
+            node_id, command_id, bool(row[0]), str(row[1]), str(row[2]), str(row[3])
+        )
 
 
 class CollectorStore(GroupCommitStore):
@@ -388,6 +622,7 @@ class CollectorStore(GroupCommitStore):
     """
 
     db_errors = (sqlite3.Error, OSError)
+    sql = SqlDialect(param="?", greatest="MAX", or_ignore=True)
 
     def __init__(
         self,
@@ -430,203 +665,29 @@ class CollectorStore(GroupCommitStore):
             raise StorageError("the store is not open")
         return self._conn
 
-    def _probe(self, now_ms: int) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE: take the write lock (waiting up to busy_timeout) at BEGIN, not at
+        # the first write, so a transaction never fails half way on a lock.
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _probe(self, now_ms: int) -> None:
+        with self._transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('probed_ms', ?)",
                 (now_ms,),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
-    def _tracker(self, node_id: str) -> ContiguousSeqs:
-        """The node's seq tracker, loaded from the database on first use (thread)."""
-        tracker = self._trackers.get(node_id)
-        if tracker is not None:
-            return tracker
-        conn = self._db()
-        row = conn.execute("SELECT acked_seq FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
-        tracker = ContiguousSeqs(int(row[0]) if row else 0)
-        # Rows stored beyond a gap (and, if acked_seq lagged, beyond it) extend it.
-        for (seq,) in conn.execute(
-            "SELECT seq FROM summaries WHERE node_id = ? AND seq > ? ORDER BY seq",
-            (node_id, tracker.highest),
-        ):
-            tracker.add(int(seq))
-        self._trackers[node_id] = tracker
-        return tracker
-
-    def _write_batch(self, batch: list[PendingWrite]) -> tuple[dict[str, int], int]:
-        """Insert one batch in one transaction (thread); returns each node's highest
-        contiguous seq after the commit, and how many rows were new."""
-        conn = self._db()
-        # Tentative copies: the in-memory state changes only if the commit succeeds.
-        trackers = {w.node_id: self._tracker(w.node_id).copy() for w in batch}
-        last_seen: dict[str, int] = {}
-        rows = []
-        for w in batch:
-            s = w.summary
-            rows.append(
-                (
-                    w.node_id,
-                    s.seq,
-                    s.window_start_unix_ms,
-                    s.window_s,
-                    s.payload,
-                    int(s.empty),
-                    w.received_ms,
-                )
-            )
-            trackers[w.node_id].add(s.seq)
-            last_seen[w.node_id] = max(last_seen.get(w.node_id, 0), w.received_ms)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = conn.executemany(_INSERT_SUMMARY, rows)
-            inserted = cur.rowcount
-            conn.executemany(
-                "UPDATE nodes SET acked_seq = MAX(acked_seq, ?), "
-                "last_seen_ms = MAX(last_seen_ms, ?) WHERE node_id = ?",
-                [(trackers[n].highest, last_seen[n], n) for n in trackers],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._trackers.update(trackers)
-        return {n: t.highest for n, t in trackers.items()}, inserted
-
-    def _query_page(
-        self,
-        node_id: str,
-        since_ms: int,
-        until_ms: int,
-        after: tuple[int, str, int] | None,
-        page: int,
-    ) -> list[StoredSummary]:
-        where = ["window_start_ms >= ?"]
-        params: list[int | str] = [since_ms if since_ms > 0 else -MAX_SEQ]
-        if until_ms > 0:
-            where.append("window_start_ms < ?")
-            params.append(until_ms)
-        if node_id:
-            where.append("node_id = ?")
-            params.append(node_id)
-        if after is not None:
-            where.append("(window_start_ms, node_id, seq) > (?, ?, ?)")
-            params.extend(after)
-        sql = (
-            f"SELECT {_SUMMARY_COLUMNS} FROM summaries WHERE {' AND '.join(where)} "
-            "ORDER BY window_start_ms, node_id, seq LIMIT ?"
-        )
-        return [
-            StoredSummary(str(n), int(q), int(st), int(w), bytes(p), bool(e), int(rc))
-            for n, q, st, w, p, e, rc in self._db().execute(sql, (*params, page))
-        ]
-
-    def _note_hello(self, hello: Hello, now_ms: int) -> int:
-        conn = self._db()
-        tracker = self._tracker(hello.node_id).copy()
-        gaps = tracker.skip_through(hello.acked_through)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "INSERT INTO nodes (node_id, boot_id, version, proto_version, first_seen_ms, "
-                "last_seen_ms, acked_seq) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (node_id) DO UPDATE SET "
-                "boot_id = excluded.boot_id, version = excluded.version, "
-                "proto_version = excluded.proto_version, last_seen_ms = excluded.last_seen_ms, "
-                "acked_seq = MAX(acked_seq, excluded.acked_seq)",
-                (
-                    hello.node_id,
-                    hello.boot_id,
-                    hello.version,
-                    hello.proto_version,
-                    now_ms,
-                    now_ms,
-                    tracker.highest,
-                ),
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO acked_elsewhere (node_id, first_seq, last_seq, boot_id, "
-                "recorded_ms) VALUES (?, ?, ?, ?, ?)",
-                [(hello.node_id, g.first, g.last, hello.boot_id, now_ms) for g in gaps],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._trackers[hello.node_id] = tracker
-        if gaps:
-            log.warning(
-                "collector: node %s says seqs up to %d were acknowledged before; this "
-                "database lacks %d of them (recorded as acknowledged elsewhere: %s)",
-                hello.node_id,
-                hello.acked_through,
-                sum(g.count for g in gaps),
-                ", ".join(f"{g.first}..{g.last}" for g in gaps[:5]),
-                extra={"node": hello.node_id, "boot_id": hello.boot_id},
-            )
-        return tracker.highest
-
-    def _acked_elsewhere(self, node_id: str) -> list[SeqGap]:
-        return [
-            SeqGap(int(first), int(last))
-            for first, last in self._db().execute(
-                "SELECT first_seq, last_seq FROM acked_elsewhere WHERE node_id = ? "
-                "ORDER BY first_seq",
-                (node_id,),
-            )
-        ]
-
-    def _list_nodes(self, connected: frozenset[str]) -> list[NodeInfo]:
-        out = []
-        for node_id, boot_id, version, last_seen, acked, elsewhere in self._db().execute(
-            "SELECT n.node_id, n.boot_id, n.version, n.last_seen_ms, n.acked_seq, "
-            "(SELECT COALESCE(SUM(g.last_seq - g.first_seq + 1), 0) FROM acked_elsewhere g "
-            "WHERE g.node_id = n.node_id) FROM nodes n ORDER BY n.node_id"
-        ):
-            tracker = self._trackers.get(node_id)
-            out.append(
-                NodeInfo(
-                    str(node_id),
-                    str(boot_id),
-                    str(version),
-                    int(last_seen),
-                    node_id in connected,
-                    tracker.highest if tracker else int(acked),
-                    int(elsewhere),
-                )
-            )
-        return out
-
-    def _add_command_result(self, r: CommandResult, cmd: str, now_ms: int) -> CommandResult:
-        self._db().execute(
-            "INSERT OR IGNORE INTO command_results (node_id, command_id, cmd, ok, result_json, "
-            "error_code, error, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (r.node_id, r.command_id, cmd, int(r.ok), r.result_json, r.error_code, r.error, now_ms),
-        )
-        stored = self._command_result(r.node_id, r.command_id)
-        return stored if stored is not None else r
-
-    def _command_result(self, node_id: str, command_id: str) -> CommandResult | None:
-        row = (
-            self._db()
-            .execute(
-                "SELECT ok, result_json, error_code, error FROM command_results "
-                "WHERE node_id = ? AND command_id = ?",
-                (node_id, command_id),
-            )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        return CommandResult(
-            node_id, command_id, bool(row[0]), str(row[1]), str(row[2]), str(row[3])
-        )
+    def _insert_batch(self, rows: list[SummaryRow], acks: list[AckRow]) -> int:
+        with self._transaction() as conn:
+            inserted = conn.executemany(_INSERT_SUMMARY, rows).rowcount
+            conn.executemany(_RAISE_ACK, [(acked, seen, node) for node, acked, seen in acks])
+        return inserted

@@ -1,8 +1,11 @@
 """The collector's storage in PostgreSQL, for clouds that outgrow one box.
 
-The same contract as the SQLite store (``collector_store.CollectorStore``), and the
-same machinery (``GroupCommitStore``: one database thread, group commit, health); only
-the database calls differ. psycopg 3, synchronously, on the store's thread:
+The same contract as the SQLite store (``collector_store.CollectorStore``), the same
+machinery (``GroupCommitStore``: one database thread, group commit, health) and the
+same statements, written once there in a ``SqlDialect`` (here ``%s`` placeholders,
+``GREATEST``, ``ON CONFLICT DO NOTHING``); what is this module's own is the schema,
+the connection and the group commit's insert. psycopg 3, synchronously, on the
+store's thread:
 
 - the schema is created if missing, in one transaction under an advisory lock, so
   collectors starting together against one database do not race; columns holding ids
@@ -37,7 +40,8 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 from urllib.parse import quote
 
@@ -46,19 +50,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
 from edge_node.cloud.collector_errors import StorageError
-from edge_node.cloud.collector_records import (
-    MAX_SEQ,
-    CommandResult,
-    Hello,
-    NodeInfo,
-    SeqGap,
-    StoredSummary,
-)
-from edge_node.cloud.collector_seqs import ContiguousSeqs
+from edge_node.cloud.collector_records import CommandResult, Hello, SeqGap, StoredSummary
 from edge_node.cloud.collector_store import (
     COMMIT_DELAY_S,
+    SUMMARY_COLUMNS,
+    AckRow,
     GroupCommitStore,
-    PendingWrite,
+    SqlDialect,
+    SummaryRow,
     is_dsn,
 )
 from edge_node.errors import ProtocolError
@@ -128,18 +127,17 @@ CREATE TABLE IF NOT EXISTS acked_elsewhere (
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-_SUMMARY_COLUMNS = "node_id, seq, window_start_ms, window_s, payload, empty, received_ms"
 # A group commit is this one statement, so one transaction and one round trip: every
 # row of the batch (arrays, sent in binary) inserted unless its (node_id, seq) is
 # stored, and the nodes' acks moved on. WITH ORDINALITY keeps the arrival order, so of
 # two copies of one (node, seq) in a batch the first is kept, as with SQLite.
 _WRITE_BATCH = f"""
 WITH inserted AS (
-    INSERT INTO summaries ({_SUMMARY_COLUMNS})
-    SELECT {_SUMMARY_COLUMNS} FROM unnest(
+    INSERT INTO summaries ({SUMMARY_COLUMNS})
+    SELECT {SUMMARY_COLUMNS} FROM unnest(
         %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bytea[], %b::boolean[],
         %b::bigint[]
-    ) WITH ORDINALITY AS r({_SUMMARY_COLUMNS}, arrival)
+    ) WITH ORDINALITY AS r({SUMMARY_COLUMNS}, arrival)
     ORDER BY arrival
     ON CONFLICT (node_id, seq) DO NOTHING
     RETURNING 1
@@ -153,6 +151,11 @@ WITH inserted AS (
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM acked)
 """
+
+# _WRITE_BATCH's array parameters: one per summary column, then one per field of an
+# AckRow (node_id, acked_seq, last_seen_ms).
+_SUMMARY_WIDTH = len(SUMMARY_COLUMNS.split(","))
+_ACK_WIDTH = 3
 
 _S = TypeVar("_S", bound="PgCollectorStore")
 _P = ParamSpec("_P")
@@ -224,6 +227,8 @@ class PgCollectorStore(GroupCommitStore):
     """
 
     db_errors = (psycopg.Error, OSError)
+    sql = SqlDialect(param="%s", greatest="GREATEST", or_ignore=False)
+    _log = log
 
     def __init__(self, dsn: str, *, commit_delay_s: float = COMMIT_DELAY_S) -> None:
         if not is_dsn(dsn):
@@ -275,6 +280,12 @@ class PgCollectorStore(GroupCommitStore):
         self._conn = conn
         return conn
 
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Cursor[TupleRow]]:
+        conn = self._db()
+        with conn.transaction(), conn.cursor() as cur:
+            yield cur
+
     def _scrubbed(self, exc: psycopg.Error) -> psycopg.Error:
         text = str(exc)
         clean = _mask(text)
@@ -302,45 +313,28 @@ class PgCollectorStore(GroupCommitStore):
             (str(now_ms),),
         )
 
-    # -- summaries (thread) ---------------------------------------------------------
+    # -- the shared database calls (thread) ------------------------------------------
+    # Written once in GroupCommitStore, in this store's dialect (``sql``); each is
+    # tried once more on a fresh connection when the server dropped this one.
 
-    def _tracker(self, node_id: str) -> ContiguousSeqs:
-        """The node's seq tracker, loaded from the database on first use."""
-        tracker = self._trackers.get(node_id)
-        if tracker is not None:
-            return tracker
-        conn = self._db()
-        row = conn.execute("SELECT acked_seq FROM nodes WHERE node_id = %s", (node_id,)).fetchone()
-        tracker = ContiguousSeqs(int(row[0]) if row else 0)
-        # Rows stored beyond a gap (and, if acked_seq lagged, beyond it) extend it.
-        for (seq,) in conn.execute(
-            "SELECT seq FROM summaries WHERE node_id = %s AND seq > %s ORDER BY seq",
-            (node_id, tracker.highest),
-        ):
-            tracker.add(int(seq))
-        self._trackers[node_id] = tracker
-        return tracker
+    _write_batch = _reconnecting(GroupCommitStore._write_batch)
+    _query_page = _reconnecting(GroupCommitStore._query_page)
+    _acked_elsewhere = _reconnecting(GroupCommitStore._acked_elsewhere)
+    _list_nodes = _reconnecting(GroupCommitStore._list_nodes)
+    _add_command_result = _reconnecting(GroupCommitStore._add_command_result)
+    _command_result = _reconnecting(GroupCommitStore._command_result)
 
     @_reconnecting
-    def _write_batch(self, batch: list[PendingWrite]) -> tuple[dict[str, int], int]:
-        conn = self._db()
-        # Tentative copies: the in-memory state changes only if the commit succeeds.
-        trackers = {w.node_id: self._tracker(w.node_id).copy() for w in batch}
-        last_seen: dict[str, int] = {}
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-        for w in batch:
-            s = w.summary
-            row = (w.node_id, s.seq, s.window_start_unix_ms, s.window_s, s.payload, s.empty)
-            for column, value in zip(columns, (*row, w.received_ms), strict=True):
-                column.append(value)
-            trackers[w.node_id].add(s.seq)
-            last_seen[w.node_id] = max(last_seen.get(w.node_id, 0), w.received_ms)
-        nodes = sorted(trackers)
-        acks = ([trackers[n].highest for n in nodes], [last_seen[n] for n in nodes])
-        counts = conn.execute(_WRITE_BATCH, (*columns, nodes, *acks)).fetchone()
-        inserted = int(counts[0]) if counts else 0
-        self._trackers.update(trackers)
-        return {n: t.highest for n, t in trackers.items()}, inserted
+    def _note_hello(self, hello: Hello, now_ms: int) -> int:
+        self._trackers.pop(hello.node_id, None)  # re-read: another collector may have stored
+        return super()._note_hello(hello, now_ms)
+
+    def _insert_batch(self, rows: list[SummaryRow], acks: list[AckRow]) -> int:
+        params = (*_columns(rows, _SUMMARY_WIDTH), *_columns(acks, _ACK_WIDTH))
+        counts = self._db().execute(_WRITE_BATCH, params).fetchone()
+        return int(counts[0]) if counts else 0
+
+    # -- refusing what PostgreSQL text cannot hold (loop) ----------------------------
 
     async def query_summaries(
         self,
@@ -354,37 +348,6 @@ class PgCollectorStore(GroupCommitStore):
         async for row in super().query_summaries(node_id, since_ms, until_ms, limit):
             yield row
 
-    @_reconnecting
-    def _query_page(
-        self,
-        node_id: str,
-        since_ms: int,
-        until_ms: int,
-        after: tuple[int, str, int] | None,
-        page: int,
-    ) -> list[StoredSummary]:
-        where = ["window_start_ms >= %s"]
-        params: list[int | str] = [since_ms if since_ms > 0 else -MAX_SEQ]
-        if until_ms > 0:
-            where.append("window_start_ms < %s")
-            params.append(until_ms)
-        if node_id:
-            where.append("node_id = %s")
-            params.append(node_id)
-        if after is not None:
-            where.append("(window_start_ms, node_id, seq) > (%s, %s, %s)")
-            params.extend(after)
-        sql = (
-            f"SELECT {_SUMMARY_COLUMNS} FROM summaries WHERE {' AND '.join(where)} "
-            "ORDER BY window_start_ms, node_id, seq LIMIT %s"
-        )
-        return [
-            StoredSummary(str(n), int(q), int(st), int(w), bytes(p), bool(e), int(rc))
-            for n, q, st, w, p, e, rc in self._db().execute(sql, (*params, page))
-        ]
-
-    # -- nodes ----------------------------------------------------------------------
-
     async def note_hello(self, hello: Hello, now_ms: int) -> int:
         for field, value in (
             ("hello.node_id", hello.node_id),
@@ -394,89 +357,10 @@ class PgCollectorStore(GroupCommitStore):
             _refuse_nul(field, value)
         return await super().note_hello(hello, now_ms)
 
-    @_reconnecting
-    def _note_hello(self, hello: Hello, now_ms: int) -> int:
-        conn = self._db()
-        self._trackers.pop(hello.node_id, None)  # re-read: another collector may have stored
-        tracker = self._tracker(hello.node_id).copy()
-        gaps = tracker.skip_through(hello.acked_through)
-        with conn.transaction():
-            conn.execute(
-                "INSERT INTO nodes (node_id, boot_id, version, proto_version, first_seen_ms, "
-                "last_seen_ms, acked_seq) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (node_id) DO UPDATE SET "
-                "boot_id = excluded.boot_id, version = excluded.version, "
-                "proto_version = excluded.proto_version, last_seen_ms = excluded.last_seen_ms, "
-                "acked_seq = GREATEST(nodes.acked_seq, excluded.acked_seq)",
-                (
-                    hello.node_id,
-                    hello.boot_id,
-                    hello.version,
-                    hello.proto_version,
-                    now_ms,
-                    now_ms,
-                    tracker.highest,
-                ),
-            )
-            if gaps:
-                conn.cursor().executemany(
-                    "INSERT INTO acked_elsewhere (node_id, first_seq, last_seq, boot_id, "
-                    "recorded_ms) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (node_id, first_seq) DO NOTHING",
-                    [(hello.node_id, g.first, g.last, hello.boot_id, now_ms) for g in gaps],
-                )
-        self._trackers[hello.node_id] = tracker
-        if gaps:
-            log.warning(
-                "collector: node %s says seqs up to %d were acknowledged before; this "
-                "database lacks %d of them (recorded as acknowledged elsewhere: %s)",
-                hello.node_id,
-                hello.acked_through,
-                sum(g.count for g in gaps),
-                ", ".join(f"{g.first}..{g.last}" for g in gaps[:5]),
-                extra={"node": hello.node_id, "boot_id": hello.boot_id},
-            )
-        return tracker.highest
-
     async def acked_elsewhere(self, node_id: str) -> list[SeqGap]:
         if "\x00" in node_id:
             return []
         return await super().acked_elsewhere(node_id)
-
-    @_reconnecting
-    def _acked_elsewhere(self, node_id: str) -> list[SeqGap]:
-        return [
-            SeqGap(int(first), int(last))
-            for first, last in self._db().execute(
-                "SELECT first_seq, last_seq FROM acked_elsewhere WHERE node_id = %s "
-                "ORDER BY first_seq",
-                (node_id,),
-            )
-        ]
-
-    @_reconnecting
-    def _list_nodes(self, connected: frozenset[str]) -> list[NodeInfo]:
-        out = []
-        for node_id, boot_id, version, last_seen, acked, elsewhere in self._db().execute(
-            "SELECT n.node_id, n.boot_id, n.version, n.last_seen_ms, n.acked_seq, "
-            "(SELECT COALESCE(SUM(g.last_seq - g.first_seq + 1), 0) FROM acked_elsewhere g "
-            "WHERE g.node_id = n.node_id) FROM nodes n ORDER BY n.node_id"
-        ):
-            tracker = self._trackers.get(node_id)
-            out.append(
-                NodeInfo(
-                    str(node_id),
-                    str(boot_id),
-                    str(version),
-                    int(last_seen),
-                    node_id in connected,
-                    tracker.highest if tracker else int(acked),
-                    int(elsewhere),
-                )
-            )
-        return out
-
-    # -- command results ------------------------------------------------------------
 
     async def add_command_result(
         self, result: CommandResult, cmd: str, now_ms: int
@@ -495,39 +379,16 @@ class PgCollectorStore(GroupCommitStore):
             )
         return await super().add_command_result(result, cmd, now_ms)
 
-    @_reconnecting
-    def _add_command_result(self, r: CommandResult, cmd: str, now_ms: int) -> CommandResult:
-        self._db().execute(
-            "INSERT INTO command_results (node_id, command_id, cmd, ok, result_json, "
-            "error_code, error, received_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (node_id, command_id) DO NOTHING",
-            (r.node_id, r.command_id, cmd, r.ok, r.result_json, r.error_code, r.error, now_ms),
-        )
-        stored = self._command_result(r.node_id, r.command_id)
-        return stored if stored is not None else r
-
     async def command_result(self, node_id: str, command_id: str) -> CommandResult | None:
         _refuse_nul("command_id", command_id)
         if "\x00" in node_id:
             return None
         return await super().command_result(node_id, command_id)
 
-    @_reconnecting
-    def _command_result(self, node_id: str, command_id: str) -> CommandResult | None:
-        row = (
-            self._db()
-            .execute(
-                "SELECT ok, result_json, error_code, error FROM command_results "
-                "WHERE node_id = %s AND command_id = %s",
-                (node_id, command_id),
-            )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        return CommandResult(
-            node_id, command_id, bool(row[0]), str(row[1]), str(row[2]), str(row[3])
-        )
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` columns, one array parameter each (empty arrays for no rows)."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 def _refuse_nul(field: str, value: str) -> None:

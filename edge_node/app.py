@@ -10,7 +10,7 @@ import random
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from edge_node.server.ws import ws_handler
 
 log = logging.getLogger(__name__)
 
+STOP_STEP_TIMEOUT_S = 5.0  # each step of the hard stop, after the drain
 # /healthz reports "degraded" when no video packet has been produced for this long.
 STALE_VIDEO_S = 2.0
 
@@ -473,32 +474,33 @@ class Node:
         await self.whep.close_all()
 
     async def _stop_rest(self) -> None:
-        """Idempotent: what the drain did not reach (or everything, after a timeout)."""
-        if self._audience_task is not None:
-            self._audience_task.cancel()
-        if self._moderation_task is not None:
-            self._moderation_task.cancel()
+        """Idempotent: what the drain did not reach (or everything, after a timeout).
+        Each step is bounded, and one that hangs is named in the log, so a stop always
+        ends and says where it was slow."""
+        for task in (self._audience_task, self._summary_task, self._moderation_task):
+            if task is not None:
+                task.cancel()
         self.audit.close()
-        if self._summary_task is not None:
-            self._summary_task.cancel()
-        if self.link is not None:
-            await self.link.stop()
-        if self.spool is not None:
-            await self.spool.close()
-        if self.collector is not None:
-            await self.collector.stop()
         self.interactions.close()
-        if self.rtmp is not None:
-            await self.rtmp.stop()
-        if self.push is not None:
-            await self.push.stop()
-        await self.whep.close_all()
-        await self.whip.close_all()
-        if self.recorder is not None:
-            await self.recorder.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self.supervisor.stop()
+        steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
+            ("cloud link", self.link.stop if self.link else None),
+            ("spool", self.spool.close if self.spool else None),
+            ("collector", self.collector.stop if self.collector else None),
+            ("rtmp ingest", self.rtmp.stop if self.rtmp else None),
+            ("rtmp push", self.push.stop if self.push else None),
+            ("whep viewers", self.whep.close_all),
+            ("whip publishers", self.whip.close_all),
+            ("recording", self.recorder.stop if self.recorder else None),
+            ("http", self._runner.cleanup if self._runner else None),
+            ("media worker", self.supervisor.stop),
+        ]
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                await asyncio.wait_for(step(), STOP_STEP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("shutdown: %s did not stop within %.0f s", name, STOP_STEP_TIMEOUT_S)
 
 
 def _mtime(path: str) -> float | None:

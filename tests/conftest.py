@@ -57,7 +57,7 @@ class NodeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(20)  # a loaded 2-core CI box can be slow to shut down
+                self.proc.wait(40)  # a loaded 2-core CI box can be slow to shut down
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

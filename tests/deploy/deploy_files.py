@@ -208,20 +208,51 @@ def pod_env(container: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def container_paths(container: Mapping[str, Any]) -> list[str]:
+    """Every absolute path a container names: in its command and arguments, its
+    probes' commands and its literal environment values."""
+    words: list[str] = [*container.get("command", []), *container.get("args", [])]
+    for probe in PROBES:
+        words += container.get(probe, {}).get("exec", {}).get("command", [])
+    words += [str(e["value"]) for e in container.get("env", []) if "value" in e]
+    return [w for w in words if isinstance(w, str) and w.startswith("/")]
+
+
 def kubectl_created_secrets(readme: str) -> dict[str, set[str]]:
     """Secret name -> keys, from the ``kubectl create secret generic`` lines."""
     created: dict[str, set[str]] = {}
+    for name, sources in kubectl_secret_lines(readme):
+        created[name] = set(sources)
+    return created
+
+
+def kubectl_secret_lines(readme: str) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """Every ``kubectl create secret generic`` line, in order: the Secret's name and
+    its keys, each with where its value comes from: ``("file", path)`` or
+    ``("literal", text)`` (shell variables left as written). A line that creates a
+    key in a way not understood here (``--from-file=DIR``, ``--from-env-file``) is
+    an error, not a Secret without that key."""
+    lines = []
     for line in readme.splitlines():
         if "kubectl create secret generic" not in line:
             continue
-        words = shlex.split(line.split("kubectl create secret generic", 1)[1])
-        keys = {
-            w.split("=", 2)[1]
-            for w in words
-            if w.startswith(("--from-file=", "--from-literal=")) and w.count("=") >= 2
-        }
-        created[words[0]] = keys
-    return created
+        command = line.split("kubectl create secret generic", 1)[1].split(" | ", 1)[0]
+        words = shlex.split(command)
+        sources: dict[str, tuple[str, str]] = {}
+        for w in words[1:]:
+            if w.startswith(("--from-file=", "--from-literal=")):
+                flag, _, rest = w.partition("=")
+                key, sep, value = rest.partition("=")
+                if not sep:
+                    raise ValueError(f"{w}: a key without a name in {line.strip()!r}")
+                sources[key] = (flag.removeprefix("--from-"), value)
+            elif w.startswith("--from-env-file"):
+                raise ValueError(f"cannot tell the keys of {w} in {line.strip()!r}")
+        lines.append((words[0], sources))
+    return lines
 
 
 # --- Dockerfile -----------------------------------------------------------------

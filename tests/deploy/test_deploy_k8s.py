@@ -4,9 +4,10 @@ Each document parses and passes the Kubernetes schemas (kubernetes-validate, str
 unknown fields are errors). Then what only this project can check: the DaemonSet's
 environment and the ConfigMap's TOML load through the node's loader and satisfy
 `run`; probes, ports and the scrape annotation use the configured ports; every file
-the config names is mounted; every Secret key used is one the runbook creates; the
-arguments are accepted by the real CLI; containers run as non-root with a read-only
-root file system; the grace period covers the drain deadline.
+the config or a container names is mounted; every Secret key used is one the runbook
+creates; the arguments are accepted by the real CLI; containers run as non-root with
+a read-only root file system; the grace period covers the drain deadline. The
+collector and its PostgreSQL: test_deploy_k8s_collector.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from edge_node import config as config_mod
 from tests.deploy.deploy_files import (
     README,
     STOP_MARGIN_S,
+    container_paths,
     k8s_documents,
     k8s_object,
     kubectl_created_secrets,
@@ -94,8 +96,9 @@ def test_every_document_is_a_namespaced_object() -> None:
         "ConfigMap",
         "DaemonSet",
         "Deployment",
+        "StatefulSet",
         "Service",
-        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
     }
     for path, doc in docs:
         assert doc.get("apiVersion") and doc.get("kind"), path
@@ -241,7 +244,7 @@ def _secret_refs() -> set[tuple[str, str]]:
                     mounts = [m for m in c.get("volumeMounts", []) if m["name"] == v["name"]]
                     for m in mounts:
                         named = [cfg.cloud.tls_ca, cfg.cloud.tls_cert, cfg.cloud.tls_key]
-                        named += [a for a in c.get("args", []) if isinstance(a, str)]
+                        named += container_paths(c)
                         for path in named:
                             if path.startswith(m["mountPath"].rstrip("/") + "/"):
                                 refs.add((secret["secretName"], posixpath.basename(path)))
@@ -255,6 +258,47 @@ def test_every_secret_key_used_is_created_by_the_runbook() -> None:
     for name, key in sorted(refs):
         assert name in created, f"Secret {name} is used but deploy/README.md never creates it"
         assert key in created[name], f"{name}: key {key} is used but not created"
+
+
+def test_every_file_a_container_names_is_in_its_volume() -> None:
+    """A path in a command, argument, probe or environment value that lies on a
+    Secret or ConfigMap volume names a key that volume holds (a typo would otherwise
+    show only as a pod that fails at run time)."""
+    claims = {
+        f"{doc['kind']}/{doc['metadata']['name']}": {
+            tpl["metadata"]["name"] for tpl in doc["spec"].get("volumeClaimTemplates", [])
+        }
+        for _, doc in k8s_documents()
+        if "template" in doc.get("spec", {})
+    }
+    checked = 0
+    for where, pod in _all_pods():
+        for c in pod["containers"] + pod.get("initContainers", []):
+            for path in container_paths(c):
+                mounts = [
+                    m
+                    for m in c.get("volumeMounts", [])
+                    if path.startswith(m["mountPath"].rstrip("/") + "/")
+                ]
+                if not mounts:
+                    continue  # a file of the image (/opt/edge-node/bin/python)
+                mount = max(mounts, key=lambda m: len(m["mountPath"]))
+                if mount["name"] in claims.get(where, set()):
+                    continue  # a PVC from the StatefulSet's volumeClaimTemplates
+                volume = _volume(pod, mount["name"])
+                name = posixpath.relpath(path, mount["mountPath"])
+                source = volume.get("secret") or volume.get("configMap")
+                if source is None:
+                    continue  # emptyDir, hostPath, a PVC: written at run time
+                items = source.get("items")
+                if items is not None:
+                    keys = {i["path"]: i["key"] for i in items}
+                    assert name in keys, f"{where} {c['name']}: {path} is not in {volume}"
+                elif "configMap" in volume:
+                    cm = k8s_object("ConfigMap", source["name"])
+                    assert name in cm["data"], f"{where} {c['name']}: {path} not in {cm}"
+                checked += 1
+    assert checked >= 10, checked
 
 
 def test_containers_run_non_root_read_only_without_capabilities() -> None:
@@ -276,15 +320,22 @@ def test_containers_run_non_root_read_only_without_capabilities() -> None:
 
 
 def test_images_are_pinned_to_the_package_version() -> None:
+    """Our image at the package's version; PostgreSQL's is checked on its own."""
     import importlib.metadata
 
     version = importlib.metadata.version("edge-node")
+    ours = 0
     for where, pod in _all_pods():
         for c in pod["containers"] + pod.get("initContainers", []):
             image = c["image"]
             repo, _, tag = image.rpartition(":")
             assert repo and "/" not in tag, (where, image)
+            if repo.rpartition("/")[2] == "postgres":
+                continue
+            assert repo.endswith("/edge-node"), f"{where}: an unexpected image {image}"
             assert tag == version, f"{where}: {image} is not edge-node {version}"
+            ours += 1
+    assert ours >= 3, ours
 
 
 def test_grace_period_covers_the_drain_deadline() -> None:
@@ -294,34 +345,6 @@ def test_grace_period_covers_the_drain_deadline() -> None:
         grace,
         cfg.node.shutdown_deadline_s,
     )
-
-
-def test_collector_is_one_sqlite_writer_on_a_volume() -> None:
-    dep = k8s_object("Deployment", "edge-node-collector")
-    spec = dep["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"
-    pod = spec["template"]["spec"]
-    (container,) = pod["containers"]
-    # $(VAR) is expanded by Kubernetes from the container's env.
-    env = {e["name"] for e in container.get("env", [])}
-    args = [
-        "sample" if a.startswith("$(") and a.endswith(")") and a[2:-1] in env else a
-        for a in container["args"]
-    ]
-    parsed = cli._parser().parse_args(args)
-    assert parsed.verb == "collector"
-    assert parsed.token, "the collector would accept anyone"
-    db_volume = _volume(pod, _mount_for(container, parsed.db)["name"])
-    claim = db_volume["persistentVolumeClaim"]["claimName"]
-    pvc = k8s_object("PersistentVolumeClaim", claim)
-    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
-    for path in (parsed.tls_cert, parsed.tls_key, parsed.client_ca):
-        assert path, "the collector is reached over the network: TLS"
-        _mount_for(container, path)
-    listen_port = int(parsed.listen.rsplit(":", 1)[1])
-    (port,) = container["ports"]
-    assert port["containerPort"] == listen_port
 
 
 def test_nodes_dial_the_collector_service() -> None:

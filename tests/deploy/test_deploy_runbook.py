@@ -21,6 +21,7 @@ FAULTS = (
     "disk is full",
     "spool file is corrupt",
     "clock jumps",
+    "collector's database",
 )
 
 

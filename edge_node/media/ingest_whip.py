@@ -75,6 +75,9 @@ def _mark_passthrough(transceiver: Any) -> None:
         object.__setattr__(codec, _PASSTHROUGH, True)
 
 
+IDLE_TIMEOUT_S = 10.0  # video silence that ends a session (as an RTMP publisher's)
+
+
 class WhipRefused(Exception):
     def __init__(self, status: int, field: str, reason: str) -> None:
         super().__init__(reason)
@@ -104,6 +107,7 @@ class WhipEndpoint:
         self.sessions: dict[str, WhipSession] = {}
         self._next_conn = 0
         self._last_pli = -1e9
+        self._ending: set[asyncio.Future[bool]] = set()  # sessions being ended for silence
         self.c_sessions = registry.counter(
             "edge_node_whip_sessions_total", "WHIP publish attempts, by outcome."
         )
@@ -193,9 +197,25 @@ class WhipEndpoint:
         kind = track.kind
         while True:
             try:
-                unit = await track.recv()
+                # A publisher whose process or network died sends nothing more and ICE
+                # consent would hold its slot ~30 s; silence ends it as RTMP's does.
+                unit = await asyncio.wait_for(track.recv(), IDLE_TIMEOUT_S)
             except MediaStreamError:
                 return
+            except TimeoutError:
+                if kind == "video":
+                    log.warning(
+                        "whip publisher silent for %.0f s: ending its session",
+                        IDLE_TIMEOUT_S,
+                        extra={"session": session.id},
+                    )
+                    self.c_sessions.inc(outcome="silent")
+                    # Not awaited here: delete() cancels and awaits this very task.
+                    ending = asyncio.ensure_future(self.delete(session.id))
+                    self._ending.add(ending)
+                    ending.add_done_callback(self._ending.discard)
+                    return
+                continue
             self.c_units.inc(kind=kind)
             if not isinstance(unit, AccessUnit):
                 continue

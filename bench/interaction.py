@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import prom
 from bench.figures import Figure, Figures
+from bench.glass import COUNTER_MODULO
+from bench.glass import parse_log as parse_log  # re-exported: the probe logs' parser
+from bench.glass import percentile as percentile
+from bench.glass import read_log as read_log
 
-SEQ_MODULO = 1 << 16
+SEQ_MODULO = COUNTER_MODULO
 QUANTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
 HISTOGRAM_NOTE = "upper bound of the histogram bucket holding it (node /metrics)"
 
@@ -42,48 +46,9 @@ FIELD_REFERENCE_NOTE = (
     "same box): NOT measured in this run"
 )
 
+# The probe strip and the frame counter are the same 16-bit barcode, logged the same
+# way (``value monotonic_s`` lines): one parser and one percentile for both.
 Entry = tuple[int, float]  # (seq, monotonic seconds)
-
-
-def parse_log(lines: Iterable[str]) -> list[Entry]:
-    """``seq monotonic_s`` lines; blank, short or malformed lines are skipped (a
-    process killed mid-write leaves half a line)."""
-    out: list[Entry] = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2:
-            continue
-        try:
-            seq, t = int(parts[0]), float(parts[1])
-        except ValueError:
-            continue
-        if not math.isfinite(t):
-            continue
-        out.append((seq % SEQ_MODULO, t))
-    return out
-
-
-def read_log(path: Path) -> list[Entry]:
-    """A log file's entries; none when it does not exist."""
-    try:
-        with open(path, errors="replace") as fh:
-            return parse_log(fh)
-    except FileNotFoundError:
-        return []
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100), linear interpolation between closest ranks
-    (numpy's default); None for no values."""
-    if not values:
-        return None
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile {q} is not within 0..100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
 @dataclass

@@ -25,13 +25,13 @@ import contextlib
 import itertools
 import json
 import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench.stopping import stop_event
 
 TICK_S = 0.01
 BOARD_SAMPLE_S = 0.25
@@ -106,19 +106,7 @@ async def load(
     from bench.engine_alone import comment_text
     from edge_node.interaction.auth import load_or_create_secret, mint
 
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    if stop_on_stdin_eof:
-
-        def wait_eof() -> None:
-            with contextlib.suppress(OSError, ValueError):
-                while sys.stdin.buffer.read(4096):
-                    pass
-            loop.call_soon_threadsafe(done.set)
-
-        threading.Thread(target=wait_eof, name="stdin-eof", daemon=True).start()
+    done = stop_event(stop_on_stdin_eof)
 
     rng = random.Random(seed)
     secret = load_or_create_secret(secret_file.parent, path=secret_file)

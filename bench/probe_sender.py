@@ -24,13 +24,13 @@ import contextlib
 import json
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench.stopping import stop_event
 
 SEQ_MODULO = 1 << 16
 ACK_WAIT_S = 5.0
@@ -65,19 +65,7 @@ async def probe(
 
     from edge_node.interaction.auth import load_or_create_secret, mint
 
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    if stop_on_stdin_eof:
-
-        def wait_eof() -> None:
-            with contextlib.suppress(OSError, ValueError):
-                while sys.stdin.buffer.read(4096):
-                    pass
-            loop.call_soon_threadsafe(done.set)
-
-        threading.Thread(target=wait_eof, name="stdin-eof", daemon=True).start()
+    done = stop_event(stop_on_stdin_eof)
 
     token = mint(
         load_or_create_secret(secret_file.parent, path=secret_file),

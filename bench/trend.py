@@ -20,7 +20,8 @@ EDGE_FRACTION = 0.1  # "start" and "end" of a run: its first and last tenth
 
 
 def linear_fit(points: Points) -> tuple[float, float] | None:
-    """Least-squares (slope, intercept) of y on x; None with fewer than two distinct x."""
+    """Least-squares (slope, intercept) of y on x; None with fewer than two distinct x
+    (or x so close together that their spread underflows to zero)."""
     pts = [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
     if len({x for x, _ in pts}) < 2:
         return None
@@ -29,6 +30,8 @@ def linear_fit(points: Points) -> tuple[float, float] | None:
     my = math.fsum(y for _, y in pts) / n
     sxx = math.fsum((x - mx) ** 2 for x, _ in pts)
     sxy = math.fsum((x - mx) * (y - my) for x, y in pts)
+    if sxx == 0.0:
+        return None
     slope = sxy / sxx
     return slope, my - slope * mx
 

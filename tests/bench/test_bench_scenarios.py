@@ -207,7 +207,12 @@ def test_a_viewer_that_never_played_counts_as_zero_fps() -> None:
 # ---- trends and drift ----------------------------------------------------------------------
 
 
-@given(st.floats(-10, 10), st.floats(-100, 100), st.lists(st.floats(0, 1000), min_size=2))
+# x as the bench has them (viewer counts, seconds): multiples of a millisecond.
+@given(
+    st.floats(-10, 10),
+    st.floats(-100, 100),
+    st.lists(st.integers(0, 1_000_000).map(lambda i: i / 1000), min_size=2),
+)
 def test_linear_fit_recovers_a_line(slope: float, intercept: float, xs: list[float]) -> None:
     points = [(x, intercept + slope * x) for x in xs]
     fit = trend.linear_fit(points)

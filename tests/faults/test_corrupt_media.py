@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import struct
 import time
 from typing import Any
@@ -154,33 +155,43 @@ async def test_mutated_flv_and_h264_never_take_the_node_down(node: NodeProcess) 
 
 async def test_garbage_on_the_rtmp_port_is_refused_and_counted(node: NodeProcess) -> None:
     port = int(node.rtmp_url.rsplit(":", 1)[1].split("/")[0])
+
+    def outcomes() -> dict[str, float]:
+        counts: dict[str, float] = {}
+        for line in node.get("/metrics")[1].decode().splitlines():
+            if m := re.match(r'edge_node_rtmp_connections_total\{outcome="(\w+)"\} (\S+)', line):
+                counts[m[1]] = float(m[2])
+        return counts
+
+    def since(before: dict[str, float]) -> dict[str, float]:
+        now = outcomes()
+        return {k: v - before.get(k, 0.0) for k, v in now.items() if v != before.get(k, 0.0)}
+
+    before = outcomes()  # the node is shared by this module's tests
     rng = random.Random(7)
+    not_a_handshake = 0  # payloads whose first byte is not RTMP version 3
     for i in range(200):
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         if i % 4 == 0:
-            payload = b"\x03" + os.urandom(rng.randint(0, 3000))  # a handshake gone wrong
+            payload = b"\x03" + rng.randbytes(rng.randint(0, 3000))  # a handshake gone wrong
         elif i % 4 == 1:
             payload = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
         else:
-            payload = os.urandom(rng.randint(1, 5000))
+            payload = rng.randbytes(rng.randint(1, 5000))
+        not_a_handshake += payload[0] != 3
         writer.write(payload)
         await writer.drain()
         writer.close()
     assert node.proc.poll() is None
 
-    def refused() -> float:
-        text = node.get("/metrics")[1].decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("edge_node_rtmp_connections_total{")
-            and ('outcome="protocol_error"' in line or 'outcome="reset"' in line)
-        )
-
+    # Every connection is counted once it ends: all that is not a handshake as a
+    # protocol error; a handshake cut short as "closed" (or "reset").
     deadline = time.monotonic() + 10
-    while refused() < 150:  # most of them are refused outright; the rest time out later
-        assert time.monotonic() < deadline, refused()
+    while sum(since(before).values()) < 200:
+        assert time.monotonic() < deadline, since(before)
         await asyncio.sleep(0.1)
+    counts = since(before)
+    assert counts.get("protocol_error", 0) >= not_a_handshake, (counts, not_a_handshake)
     header, tags = good_tags()
     assert await publish(port, header, [(t, i * 33) for i, (t, _) in enumerate(tags)])
     assert health(node)["status"] in ("ok", "degraded")

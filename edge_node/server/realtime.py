@@ -65,6 +65,7 @@ class Interactions:
         self._published_version = -1
         self._publish_handle: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
         # Every handled event, for the one-second summaries (cloud link).
         self.record: Callable[[EventRecord], None] | None = None
         self.c_events = registry.counter(
@@ -150,7 +151,7 @@ class Interactions:
         self.c_events.inc(type=msg.TYPE, outcome=outcome)
         if self.record is not None:
             self.record(_event_record(claims.user, msg, outcome))
-        self._after_input(now)
+        self._after_input()
         return effects
 
     def command(self, user: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +160,7 @@ class Interactions:
         result = self.engine.command(user, cmd, args, now)
         for push in self.engine.take_pushes():
             self._push(push)
-        self._after_input(now)
+        self._after_input()
         return result
 
     # ---- output ---------------------------------------------------------------------
@@ -174,7 +175,15 @@ class Interactions:
                 encoded[binary] = messages.encode_reply(push.payload, binary=binary)
             client.send(encoded[binary])
 
-    def _after_input(self, now: float) -> None:
+    def _after_input(self) -> None:
+        """Publish the scene and re-arm the timer once per turn of the event loop, not
+        once per event: a burst of frames read together costs one of each."""
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        now = self._clock()
         self._schedule_publish(now)
         self._arm_timer(now)
 
@@ -213,7 +222,7 @@ class Interactions:
         for effect in self.engine.tick(now):
             if isinstance(effect, Push):
                 self._push(effect)
-        self._after_input(now)
+        self._after_input()
 
     def record_rejected(self, outcome: str) -> None:
         """A frame refused before it had a type or a user (malformed, unauthorized)."""
@@ -221,7 +230,7 @@ class Interactions:
             self.record(EventRecord(time.time(), "", "unknown", outcome))
 
     def close(self) -> None:
-        for handle in (self._timer, self._publish_handle):
+        for handle in (self._timer, self._publish_handle, self._flush_handle):
             if handle is not None:
                 handle.cancel()
 

@@ -73,9 +73,9 @@ def ws_handler(
             )
         # aiohttp closes a connection over its cap (1009); up to 4x the message cap we
         # read the frame and answer bad_message instead, which tells a client why.
-        ws = web.WebSocketResponse(
-            max_msg_size=4 * ic.max_message_bytes, heartbeat=30.0, receive_timeout=ic.idle_timeout_s
-        )
+        # The idle timeout is a watchdog timer (below), not aiohttp's receive_timeout:
+        # that one arms and disarms a timeout around every single frame.
+        ws = web.WebSocketResponse(max_msg_size=4 * ic.max_message_bytes, heartbeat=30.0)
         await ws.prepare(request)
         open_sockets.add(ws)
 
@@ -110,21 +110,42 @@ def ws_handler(
         def on_expiry() -> None:
             expiring.append(asyncio.ensure_future(expire()))
 
+        loop = asyncio.get_running_loop()
         expiry: asyncio.TimerHandle | None = None
         if claims.exp is not None:
             delay = max(0.0, claims.exp - time.time())
-            expiry = asyncio.get_running_loop().call_later(delay, on_expiry)
+            expiry = loop.call_later(delay, on_expiry)
+
+        # Idle: the client sent nothing for interaction.idle_timeout_s. The watchdog
+        # wakes once per timeout and re-arms for what is left since the last frame.
+        last_frame = time.monotonic()
+        idle: asyncio.TimerHandle
+
+        async def close_idle() -> None:
+            log.debug("closing an idle websocket", extra={"ip": ip})
+            await ws.close()
+
+        def check_idle() -> None:
+            nonlocal idle
+            quiet = time.monotonic() - last_frame
+            if quiet < ic.idle_timeout_s:
+                idle = loop.call_later(ic.idle_timeout_s - quiet, check_idle)
+                return
+            expiring.append(asyncio.ensure_future(close_idle()))
+
+        idle = loop.call_later(ic.idle_timeout_s, check_idle)
         client = Client(claims, send, "ws", ip)
         per_ip[ip] += 1
         interactions.connect(client)
         try:
             async for frame in ws:
                 if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    last_frame = now = time.monotonic()
                     binary = frame.type is WSMsgType.BINARY
                     if claims.exp is not None and time.time() >= claims.exp:
                         await expire()
                         break
-                    if not ip_rate.allow(ip, time.monotonic()):
+                    if not ip_rate.allow(ip, now):
                         count_refused("rate_limited")
                         reply = messages.err(
                             None, "rate_limited", "too many messages from your address"
@@ -138,10 +159,8 @@ def ws_handler(
                     if isinstance(frame.data, WebSocketError):
                         count_refused("bad_message")
                     log.info("websocket closed with error: %s", ws.exception() or frame.data)
-        except TimeoutError:
-            # Idle: the client sent nothing for interaction.idle_timeout_s.
-            log.debug("closing an idle websocket", extra={"ip": ip})
         finally:
+            idle.cancel()
             if expiry is not None:
                 expiry.cancel()
             # Let an expiry's close handshake finish (bounded by aiohttp's close timeout)

@@ -208,3 +208,33 @@ async def test_data_channel_without_a_token_is_unauthorized_when_anonymous_is_of
     finally:
         await viewer.close()
         node.stop()
+
+
+async def test_an_idle_websocket_is_closed_and_a_talking_one_is_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import start_node
+
+    node = start_node(tmp_path, env={"EDGE_NODE_INTERACTION__IDLE_TIMEOUT_S": "5"})
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(ws_url(node, token(node, "quiet", "viewer")), autoping=True) as quiet,
+            http.ws_connect(ws_url(node, token(node, "chatty", "viewer"))) as chatty,
+        ):
+            start = time.monotonic()
+
+            async def closed_at() -> float:
+                async for _ in quiet:  # the welcome states, then the close
+                    pass
+                return time.monotonic() - start
+
+            waiting = asyncio.ensure_future(closed_at())
+            # The chatty one speaks every 2 s, past the quiet one's timeout and beyond.
+            for i in range(5):
+                reply = await call(chatty, {"t": "like", "id": f"l{i}", "n": 1})
+                assert reply["t"] == "ack", reply
+                await asyncio.sleep(2)
+            assert waiting.done()
+            assert 4.5 <= waiting.result() <= 9, waiting.result()
+            assert quiet.closed and not chatty.closed
+    finally:
+        node.stop()

@@ -164,27 +164,57 @@ class WorkerSupervisor:
             await self._spawn()
 
     async def _pump(self) -> str:
-        """Read the worker's messages until it exits ("exit") or goes silent ("stall")."""
+        """Read the worker's messages until it exits ("exit") or goes silent ("stall").
+
+        Silence is watched by a timer, not by a timeout around every read: in Python
+        3.11 ``wait_for`` runs the read in a task of its own, which costs each packet
+        one more turn of a busy event loop on its way to the viewers.
+        """
         proc = self._proc
         assert proc is not None and proc.stdout is not None
+        loop = asyncio.get_running_loop()
         reader = MessageReader()
         gen = self.generation
+        heard = False
+        stalled = False
+        watchdog: asyncio.TimerHandle | None = None
+
         # Until its first message the worker is starting (imports, loading or compiling
         # the blend kernels: seconds on a loaded box); after that, silence is a stall.
-        timeout = self.cfg.worker.start_timeout_s
-        while True:
-            try:
-                data = await asyncio.wait_for(proc.stdout.read(262144), timeout)
-            except TimeoutError:
-                return "stall"
-            if not data:
-                return "exit"
-            timeout = self.cfg.worker.stall_timeout_s
-            try:
-                msgs = reader.feed(data)
-            except ProtocolError as exc:
-                log.error("corrupt frame from media worker: %s", exc)
-                return "exit"
-            self.last_message_at = time.monotonic()
-            for msg in msgs:
-                self._on_message(msg, gen)
+        def check() -> None:
+            nonlocal watchdog, stalled
+            if heard:
+                timeout = self.cfg.worker.stall_timeout_s
+                quiet = time.monotonic() - self.last_message_at
+            else:
+                timeout = self.cfg.worker.start_timeout_s
+                quiet = time.monotonic() - self.started_at
+            if quiet < timeout:
+                watchdog = loop.call_later(timeout - quiet, check)
+                return
+            stalled = True
+            if proc.returncode is None:
+                proc.kill()  # its pipe ends: the read below returns
+
+        check()
+        try:
+            while True:
+                data = await proc.stdout.read(262144)
+                if not data:
+                    return "stall" if stalled else "exit"
+                try:
+                    msgs = reader.feed(data)
+                except ProtocolError as exc:
+                    log.error("corrupt frame from media worker: %s", exc)
+                    return "exit"
+                self.last_message_at = time.monotonic()
+                if not heard:  # started: from now on the (shorter) stall timeout applies
+                    heard = True
+                    if watchdog is not None:
+                        watchdog.cancel()
+                    check()
+                for msg in msgs:
+                    self._on_message(msg, gen)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -105,7 +107,9 @@ async def test_killed_worker_is_back_within_2s_and_the_viewer_resumes(
             await asyncio.sleep(0.05)
         restart_s = time.monotonic() - t_kill
         assert restart_s < 2.0, restart_s
-        assert node.metric("edge_node_worker_restarts_total") == restarts_before + 1
+        assert node.metric("edge_node_worker_restarts_total") == restarts_before + 1, node.get(
+            "/metrics"
+        )[1].decode()
         # The same peer connection keeps playing: the new worker's counter (from 0)
         # shows up and advances.
         deadline = time.monotonic() + 10
@@ -152,3 +156,33 @@ async def test_whep_delete(node: NodeProcess) -> None:
             assert resp.status == 404
     viewer.location = None
     await viewer.close()
+
+
+async def test_a_silent_worker_is_taken_for_stalled_and_replaced(tmp_path: Path) -> None:
+    from tests.conftest import start_node
+
+    node = start_node(tmp_path, env={"EDGE_NODE_WORKER__STALL_TIMEOUT_S": "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while not node.health()["worker"]["alive"] or node.health()["video"]["encoders"] < 1:
+            assert time.monotonic() < deadline, node.health()
+            await asyncio.sleep(0.1)
+        before = node.health()["worker"]
+        os.kill(before["pid"], signal.SIGSTOP)  # alive, but says nothing
+        t_stop = time.monotonic()
+        try:
+            while node.health()["worker"]["pid"] == before["pid"]:
+                assert time.monotonic() - t_stop < 10, "a silent worker was not replaced"
+                await asyncio.sleep(0.05)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # killed by the node, as it should be
+                os.kill(before["pid"], signal.SIGCONT)
+        assert 1.0 <= time.monotonic() - t_stop < 10
+        text = node.get("/metrics")[1].decode()
+        assert 'edge_node_worker_restarts_total{reason="stall"} 1' in text, text
+        deadline = time.monotonic() + 30
+        while not node.health()["worker"]["alive"]:
+            assert time.monotonic() < deadline, node.health()
+            await asyncio.sleep(0.1)
+    finally:
+        node.stop()

@@ -161,7 +161,7 @@ class SummaryWindows:
             flag = None
         if self._next_start is None:
             self._next_start = start
-        window = self._open.setdefault(start, _Window(start))
+        window = self._window(start)
         if flag:
             window.flags.add(flag)
         window.events[(rec.type, rec.outcome)] += 1
@@ -172,6 +172,14 @@ class SummaryWindows:
             window.likes += self._clip(window, rec.likes)
             window.gift_value += self._clip(window, rec.gift_value)
 
+    def _window(self, start: int) -> _Window:
+        """The open window starting at ``start`` (made when first needed: a _Window is
+        seven containers, too dear to build for every event and throw away)."""
+        window = self._open.get(start)
+        if window is None:
+            window = self._open[start] = _Window(start)
+        return window
+
     def _window_for(self, t_wall: float, now: float) -> _Window:
         """The open window for ``t_wall``; the current one when that was already sent."""
         start = self._start_of(t_wall)
@@ -179,7 +187,7 @@ class SummaryWindows:
             start = self._start_of(now)
         if self._next_start is None:
             self._next_start = start
-        return self._open.setdefault(start, _Window(start))
+        return self._window(start)
 
     def add_latency(self, seconds: float, t_wall: float, now: float) -> None:
         """An interaction's event-to-frame latency, counted in the window it ended in."""
@@ -211,7 +219,7 @@ class SummaryWindows:
             # The wall clock jumped (NTP step, suspend): flag the window we continue in
             # and re-anchor rather than emit a flood of empty windows.
             start = self._start_of(now)
-            window = self._open.setdefault(start, _Window(start))
+            window = self._window(start)
             window.flags.add("clock_jump")
             if self._next_start is not None and (
                 start < self._next_start or start - self._next_start > MAX_GAP_S

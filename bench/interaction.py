@@ -196,27 +196,9 @@ def event_rate_figures(outcomes: Mapping[tuple[str, str], float], seconds: float
     }
 
 
-def samples_between(series: Sequence[Sequence[float]], start: float, end: float) -> list[float]:
-    """Values of ``(t, value)`` pairs with ``start <= t <= end``."""
-    return [float(v) for t, v in series if start <= t <= end]
-
-
-def on_screen_figures(series: Sequence[Sequence[float]], start: float, end: float) -> Figures:
-    values = samples_between(series, start, end)
-    note = (
-        "modelled: the node's lane algorithm (DanmakuBoard, same style) fed the load's "
-        "comments at send time, sampled every 0.25 s over the window"
-    )
-    return {
-        "danmaku_on_screen_mean": Figure(
-            math.fsum(values) / len(values) if values else None, "danmaku", None, note
-        ),
-        "danmaku_on_screen_min": Figure(min(values) if values else None, "danmaku", None, note),
-    }
-
-
 def load_figures(result: Mapping[str, Any] | None, target_per_s: float) -> Figures:
-    """The load generator's own account: what it sent and what came back."""
+    """The load generator's own account: what it sent and what came back (the danmaku
+    on screen are the node's gauge: ``bench.show.danmaku_figures``)."""
     if not result:
         return {
             "load_events_per_second": Figure(None, "events/s", None, "no result from the load"),

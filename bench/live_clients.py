@@ -183,10 +183,8 @@ async def close_polls(
 
     A load process opens a poll and closes it when it stops; one stopped the hard way
     (killed on a timeout, which a busy box makes likely) leaves its poll open, the
-    demo audience keeps voting on it, and the node pushes the tallies to every client.
-    ``bench.load_gen`` reads its first command's reply from a socket that gets those
-    pushes as JSON text until it has sent a binary frame, and gives up on the first
-    text frame: every later load would fail. So a run closes its polls itself.
+    demo audience keeps voting on it, and the node pushes its tallies to every client
+    for the rest of the session. So a run closes its polls itself.
     """
     from edge_node.interaction.auth import load_or_create_secret, mint
 

@@ -386,4 +386,4 @@ def _trim(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A client's result without its bulky per-sample lists."""
     if result is None:
         return None
-    return {k: v for k, v in result.items() if k not in ("on_screen", "viewers")}
+    return {k: v for k, v in result.items() if k != "viewers"}

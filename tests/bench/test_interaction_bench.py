@@ -334,6 +334,7 @@ def test_the_bench_config_raises_the_limits_and_caps_the_board() -> None:
 
 def test_parse_mix_normalises_and_refuses_nonsense() -> None:
     assert load_gen.parse_mix("comment=2,like=2") == {"comment": 0.5, "like": 0.5}
+    assert load_gen.parse_mix("comment=3,join=1") == {"comment": 0.75, "join": 0.25}
     for bad in ("gift=1", "comment=x", "comment=-1", "comment=0,like=0", "comment"):
         with pytest.raises(ValueError):
             load_gen.parse_mix(bad)
@@ -345,12 +346,103 @@ def test_kind_cycle_holds_the_exact_proportions() -> None:
     assert (cycle.count("comment"), cycle.count("like"), cycle.count("vote")) == (400, 500, 100)
 
 
+def test_kind_cycle_with_like_bursts_keeps_the_event_shares() -> None:
+    mix = load_gen.parse_mix("comment=0.35,like=0.5,vote=0.1,join=0.05")
+    cycle = load_gen.kind_cycle(mix, random.Random(1), like_burst=4)
+    # A like turn is 4 events: the other kinds get 4 times their turns.
+    assert {k: cycle.count(k) for k in load_gen.KINDS} == {
+        "comment": 1400, "like": 500, "vote": 400, "join": 200}  # fmt: skip
+    events = {k: cycle.count(k) * (4 if k == "like" else 1) for k in load_gen.KINDS}
+    assert events == {"comment": 1400, "like": 2000, "vote": 400, "join": 200}
+
+
+def _turns(got: list[tuple[int, str, dict[str, object]]]) -> list[list[int]]:
+    """The message indices of each turn: a run of likes from one user is one turn
+    per ``like_burst`` messages; anything else is a turn of its own."""
+    turns: list[list[int]] = []
+    for i, (user, kind, _) in enumerate(got):
+        prev = got[i - 1] if i else None
+        if kind == "like" and prev is not None and prev[:2] == (user, "like"):
+            turns[-1].append(i)
+        else:
+            turns.append([i])
+    return turns
+
+
+@pytest.mark.parametrize(("seed", "users", "burst"), [(1, 7, 4), (5, 100, 3), (2, 1, 1)])
+def test_messages_with_joins_and_like_bursts(seed: int, users: int, burst: int) -> None:
+    mix = load_gen.parse_mix("comment=0.3,like=0.5,vote=0.1,join=0.1")
+    cycle_events = 1000 * burst
+    stream = load_gen.messages(mix, random.Random(seed), "p", users, "L", burst)
+    got = list(itertools.islice(stream, 6 * cycle_events))
+    assert got == list(
+        itertools.islice(load_gen.messages(mix, random.Random(seed), "p", users, "L", burst),
+                         6 * cycle_events))  # fmt: skip
+    assert got != list(
+        itertools.islice(load_gen.messages(mix, random.Random(seed + 1), "p", users, "L", burst),
+                         6 * cycle_events))  # fmt: skip
+    assert [m["id"] for _, _, m in got] == [f"l{n}" for n in range(1, len(got) + 1)]
+    # Exact shares of the events over whole cycles (a join turn is a join or a keyword).
+    kinds = [("join" if k == "keyword" else k) for _, k, _ in got]
+    shares = {k: kinds.count(k) for k in load_gen.KINDS}
+    assert shares == {"comment": 1800 * burst, "like": 3000 * burst, "vote": 600 * burst,
+                      "join": 600 * burst}  # fmt: skip
+    for _, kind, m in got:
+        assert m["t"] == ("comment" if kind == "keyword" else kind)
+    # Each user joins once, on their first join turn; later turns comment the keyword.
+    # (Which users have join turns is the round robin's: with 100 users, a divisor of
+    # the cycle's 2,200 turns, the same 97 every cycle; real audiences do not all enter.)
+    joins = [(i, user) for i, (user, kind, _) in enumerate(got) if kind == "join"]
+    with_join_turns = {user for user, kind, _ in got if kind in ("join", "keyword")}
+    assert len(joins) == len({user for _, user in joins}) == len(with_join_turns)
+    assert len(joins) == (97 if users == 100 else users)
+    first_join = {user: i for i, user in joins}
+    for i, (user, kind, m) in enumerate(got):
+        if kind == "join":
+            assert m == {"t": "join", "id": f"l{i + 1}", "lottery": "L"}
+        elif kind == "keyword":
+            assert first_join[user] < i and m["text"] == load_gen.LOTTERY_KEYWORD
+    # Turns go round robin; a like turn is `burst` likes back to back from its user.
+    turns = _turns(got) if users > 1 else [[i] for i in range(len(got))]
+    if users > 1:
+        assert [got[t[0]][0] for t in turns] == [i % users for i in range(len(turns))]
+        like_turns = [t for t in turns if got[t[0]][1] == "like"]
+        assert like_turns and all(len(t) == burst for t in like_turns)
+        assert all(len(t) == 1 for t in turns if got[t[0]][1] != "like")
+        assert len(turns) == 6 * (300 * burst + 500 + 100 * burst + 100 * burst)
+    else:
+        assert {user for user, _, _ in got} == {0}
+
+
+def test_like_bursts_keep_the_contents_of_single_likes() -> None:
+    """A burst of 3 draws its like counts from the seed as 3 single likes would."""
+    mix = load_gen.parse_mix("like=1")
+    single = list(itertools.islice(load_gen.messages(mix, random.Random(4), "p", 5), 300))
+    burst = list(itertools.islice(load_gen.messages(mix, random.Random(4), "p", 5, "L", 3), 300))
+    assert [m for _, _, m in single] == [m for _, _, m in burst]
+    assert [u for u, _, _ in burst] == [(i // 3) % 5 for i in range(300)]
+
+
+def test_draw_summary_counts_the_entrants() -> None:
+    reply = {"t": "ack", "id": "d", "result": {"lottery": "L", "seed": "ab",
+             "entrants": ["a", "b", "c"], "winners": ["b"]}}  # fmt: skip
+    assert load_gen.draw_summary(reply) == {"t": "ack", "id": "d", "result": {
+        "lottery": "L", "seed": "ab", "entrants": 3, "winners": ["b"]}}  # fmt: skip
+    err = {"t": "err", "id": "d", "code": "unknown_target", "msg": "no lottery 'L'"}
+    assert load_gen.draw_summary(err) == err
+    assert load_gen.default_lottery() == "bench-load"
+    assert load_gen.default_lottery("b1r2") == "b1r2-bench-load"
+
+
 def test_bad_command_lines_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import probe_sender
 
     args = ["--url", "http://x", "--secret-file", "/nonexistent"]
     assert load_gen.main([*args, "--mix", "gift=1"]) == 2
     assert load_gen.main([*args, "--rate", "0"]) == 2
+    assert load_gen.main([*args, "--like-burst", "0"]) == 2
+    assert load_gen.main([*args, "--lottery", " "]) == 2
+    assert load_gen.main([*args, "--lottery", "x" * 65]) == 2
     assert probe_sender.main([*args, "--log", "/dev/null", "--jitter", "0.2"]) == 2
 
 
@@ -375,12 +467,13 @@ def _old_messages(seed: int, count: int, poll: str) -> list[dict[str, object]]:
 @pytest.mark.parametrize("seed", [1, 5])
 def test_messages_are_the_seeded_mix_of_before(seed: int) -> None:
     mix = load_gen.parse_mix(load_gen.DEFAULT_MIX)
-    got = list(itertools.islice(load_gen.messages(mix, random.Random(seed), "p"), 3000))
-    assert [m for _, m in got] == _old_messages(seed, 3000, "p")
-    assert all(kind == m["t"] for kind, m in got)
+    got = list(itertools.islice(load_gen.messages(mix, random.Random(seed), "p", 7), 3000))
+    assert [m for _, _, m in got] == _old_messages(seed, 3000, "p")
+    assert all(kind == m["t"] for _, kind, m in got)
+    assert [user for user, _, _ in got] == [i % 7 for i in range(3000)]  # round robin
     # One reused packer writes what msgpack.packb writes.
     pack = msgpack.Packer().pack
-    assert all(pack(m) == msgpack.packb(m) for _, m in got)
+    assert all(pack(m) == msgpack.packb(m) for _, _, m in got)
 
 
 def _unmask_client_frame(frame: bytes) -> tuple[int, bool, bytes]:
@@ -594,12 +687,20 @@ def test_reply_code_agrees_with_a_full_unpack(
 
 
 async def _fake_node(
-    inbox: list[tuple[str, dict[str, object]]], events: list[str]
+    inbox: list[tuple[str, dict[str, object]]],
+    events: list[str],
+    lotteries: dict[str, list[str]] | None = None,
 ) -> tuple[object, str]:
     """An aiohttp WebSocket server standing in for the node's /ws: greets in JSON,
     acks in msgpack (a vote to an unknown poll is an ``unknown_target`` err), pings
-    once (autoping off: the client's pong arrives as a message) and pushes state."""
+    once (autoping off: the client's pong arrives as a message) and pushes state.
+    Lotteries as the node keeps them: ``lottery.open`` (busy while one of that name
+    is open), ``join`` (``unknown_target`` unless open; a repeat acked as a
+    duplicate), ``lottery.draw`` (the entrants in entry order, a state push first).
+    ``lotteries``: open lottery -> entrants, at the start and as it goes."""
     from aiohttp import WSMsgType, web
+
+    lotteries = {} if lotteries is None else lotteries
 
     async def ws(request: web.Request) -> web.WebSocketResponse:
         user = request.headers.get("Authorization", "")
@@ -616,7 +717,29 @@ async def _fake_node(
             msg = msgpack.unpackb(frame.data)
             inbox.append((user, msg))
             if msg["t"] == "command":
-                await sock.send_bytes(msgpack.packb({"t": "ack", "id": msg["id"], "result": {}}))
+                args = msg["args"]
+                reply: dict[str, object] = {"t": "ack", "id": msg["id"], "result": {}}
+                if msg["cmd"] == "lottery.open" and args["lottery"] in lotteries:
+                    reply = {"t": "err", "id": msg["id"], "code": "busy", "msg": "draw it"}
+                elif msg["cmd"] == "lottery.open":
+                    lotteries[args["lottery"]] = []
+                    reply["result"] = {"lottery": args["lottery"], "commit": "c0"}
+                elif msg["cmd"] == "lottery.draw":
+                    entrants = lotteries.pop(args["lottery"])
+                    await sock.send_bytes(msgpack.packb({"t": "state", "phase": "drawn"}))
+                    reply["result"] = {"lottery": args["lottery"], "seed": "5e",
+                                       "entrants": entrants, "winners": entrants[:1]}  # fmt: skip
+                await sock.send_bytes(msgpack.packb(reply))
+            elif msg["t"] == "join" and msg["lottery"] not in lotteries:
+                err = {"t": "err", "id": msg["id"], "code": "unknown_target", "msg": "closed"}
+                await sock.send_bytes(msgpack.packb(err))
+            elif msg["t"] == "join":
+                entrants = lotteries[msg["lottery"]]
+                ack: dict[str, object] = {"t": "ack", "id": msg["id"]}
+                if user in entrants:
+                    ack["duplicate"] = True
+                entrants.append(user)
+                await sock.send_bytes(msgpack.packb(ack))
             elif msg["t"] == "vote" and msg["poll"] != "p":
                 err = {"t": "err", "id": msg["id"], "code": "unknown_target", "msg": "no poll"}
                 await sock.send_bytes(msgpack.packb(err))
@@ -668,6 +791,59 @@ async def test_load_against_a_websocket_server(tmp_path: Path) -> None:
     assert len(set(users[:3])) == 3 and users == [users[i % 3] for i in range(sent)]
     assert events.count("pong b'hb'") == 4  # three users and the operator
     assert events.count("closed 1000") == 4  # the closing handshake, every socket
+    assert "lottery_open" not in result and "lottery_draw" not in result  # no join
+
+
+async def test_load_with_a_lottery_and_like_bursts(tmp_path: Path) -> None:
+    from edge_node.interaction.auth import load_or_create_secret
+
+    load_or_create_secret(tmp_path, path=tmp_path / "node.secret")
+    inbox: list[tuple[str, dict[str, object]]] = []
+    # A lottery of that name left open by an earlier load: drawn, then opened anew.
+    lotteries = {"L": ["stale-user"]}
+    runner, url = await _fake_node(inbox, [], lotteries)
+    mix = load_gen.parse_mix("comment=0.3,like=0.4,vote=0.1,join=0.2")
+    try:
+        result = await load_gen.load(
+            url, tmp_path / "node.secret", rate=400.0, users=3, mix=mix, poll="p",
+            events=False, stop_on_stdin_eof=False, max_seconds=0.6, seed=2,
+            user_prefix="t", like_burst=3, lottery="L",
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+    assert result["error"] is None, result
+    sent = result["sent"]
+    assert 150 <= sent <= 260
+    assert result["replies"] == {"ack": sent}  # every join entered once, keywords acked
+    by_type = result["by_type"]
+    assert sum(by_type.values()) == sent and by_type["join"] == 3 and by_type["keyword"] > 0
+    commands = [(m["cmd"], m["args"]) for _, m in inbox if m["t"] == "command"]
+    lottery_args = {"lottery": "L", "keyword": "抽奖", "winners": 3}
+    assert commands == [
+        ("poll.open", {"poll": "p", "question": "Which colour?",
+                       "options": load_gen.POLL_OPTIONS}),
+        ("lottery.open", lottery_args),  # busy: the stale one
+        ("lottery.draw", {"lottery": "L"}),
+        ("lottery.open", lottery_args),
+        ("poll.close", {"poll": "p"}),
+        ("lottery.draw", {"lottery": "L"}),
+    ]  # fmt: skip
+    assert result["lottery_open"]["result"] == {"lottery": "L", "commit": "c0"}
+    draw = result["lottery_draw"]
+    assert draw["t"] == "ack" and draw["result"]["entrants"] == 3 and not lotteries
+    # On the wire: the seeded stream, each message from its turn's user.
+    load_msgs = sorted(
+        ((user, m) for user, m in inbox if m["t"] != "command"),
+        key=lambda um: int(str(um[1]["id"])[1:]),
+    )
+    want = list(itertools.islice(load_gen.messages(mix, random.Random(2), "p", 3, "L", 3), sent))
+    assert [m for _, m in load_msgs] == [m for _, _, m in want]
+    tokens: dict[int, str] = {}
+    for (token, _), (user, _, _) in zip(load_msgs, want, strict=True):
+        assert tokens.setdefault(user, token) == token
+    assert len(set(tokens.values())) == 3
+    joined = [token for token, m in load_msgs if m["t"] == "join"]
+    assert len(joined) == len(set(joined)) == 3
 
 
 async def test_load_counts_error_replies_and_reports_a_refused_upgrade(tmp_path: Path) -> None:
@@ -710,6 +886,7 @@ async def test_load_gen_process_on_uvloop(tmp_path: Path) -> None:
             sys.executable, "-m", "bench.load_gen", "--url", url,
             "--secret-file", str(tmp_path / "node.secret"), "--rate", "300", "--users", "2",
             "--max-seconds", "0.5", "--user-prefix", "c1", "--poll", "p", "--json",
+            "--mix", "comment=0.4,like=0.4,join=0.2", "--like-burst", "2",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
@@ -721,6 +898,9 @@ async def test_load_gen_process_on_uvloop(tmp_path: Path) -> None:
     assert proc.returncode == 0 and result["error"] is None
     assert result["sent"] > 50 and result["replies"] == {"ack": result["sent"]}
     assert "on_screen" not in result
+    assert result["like_burst"] == 2 and result["by_type"]["join"] == 2
+    assert result["lottery_open"]["result"]["lottery"] == "c1-bench-load"
+    assert result["lottery_draw"]["result"]["entrants"] == 2
 
 
 # ---- the scenario -----------------------------------------------------------------

@@ -88,7 +88,7 @@ class DanmakuBoard:
         if same is not None and not highlight:
             entry = self._on_screen[same]
             entry.count += 1
-            entry.item = dataclasses.replace(entry.item, text=f"{entry.base_text} x{entry.count}")
+            entry.item = dataclasses.replace(entry.item, count=entry.count)
             self.counters.merged += 1
             return "merged"
         queued = _Queued(comment_id, text, highlight, now)

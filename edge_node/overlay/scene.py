@@ -62,12 +62,23 @@ class Style:
 @dataclass(frozen=True, slots=True)
 class Danmaku:
     id: str
-    text: str  # as shown, e.g. "666 x57" after merges
+    text: str  # the comment, e.g. "666"
     lane: int
     start: float  # when its left edge is at the right edge of the picture
     speed_px_s: float
     width_px: int  # measured when it was placed (the lane allocator's width)
     highlight: bool = False
+    count: int = 1  # identical comments merged into this one: shown as "666 x57"
+
+    @property
+    def counter(self) -> str:
+        """The merge counter drawn after the text (its own sprite: a count that changes
+        every frame re-renders a few digits, not the whole comment), or ""."""
+        return f" x{self.count}" if self.count > 1 else ""
+
+    @property
+    def shown(self) -> str:
+        return self.text + self.counter
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ GIFT_SHOW_S = 3.0
 GIFTS_AT_ONCE = 3
 TICKER_SPEED_PX_S = 120.0
 LOGO_CACHE = 8
+COUNTER_OVERLAP_PX = 2  # a merge counter's sprite starts this far into each outline
 
 
 def _countdown(ends_at: float | None, t: float) -> str:
@@ -127,8 +128,11 @@ class Painter:
         if t < d.start or x >= self.width or x + d.width_px <= 0:
             return
         rgba = s.highlight_rgba if d.highlight else s.text_rgba
+        counter = d.counter
         if getattr(self._thread, "prewarming", False):
             self._label(s, d.text, rgba=rgba)
+            if counter:
+                self._label(s, counter, rgba=rgba)
             return
         sprite = self.text.cached(d.text, s.font_size_px, rgba, s.outline_rgba, outline_px=2)
         if sprite is None:
@@ -137,9 +141,17 @@ class Painter:
             # edge; it shows from the next frame. Rendering here would stall the frame.
             self.uncached_skips += 1
             return
-        if x + sprite.width <= 0:
-            return
-        blend(*planes, sprite, int(x), lane_y(s, self.height, d.lane), s.opacity)
+        y = lane_y(s, self.height, d.lane)
+        if x + sprite.width > 0:
+            blend(*planes, sprite, int(x), y, s.opacity)
+        if counter:
+            # " x57" follows the text, its outline over the text's right margin.
+            tail = self.text.cached(counter, s.font_size_px, rgba, s.outline_rgba, outline_px=2)
+            cx = int(x) + sprite.width - 2 * COUNTER_OVERLAP_PX
+            if tail is None:
+                self.uncached_skips += 1
+            elif cx + tail.width > 0:
+                blend(*planes, tail, cx, y, s.opacity)
 
     def _pinned(self, planes: Planes, s: Style, text: str, position: str) -> None:
         sprite = self._label(s, text)

@@ -35,7 +35,7 @@ def test_identical_comments_merge_with_a_counter() -> None:
     for i in range(56):
         assert b.add(f"m{i}", " 666 ", 0.1) == "merged"
     (item,) = b.items()
-    assert item.text == "666 x57"
+    assert (item.text, item.count, item.shown) == ("666", 57, "666 x57")
     assert b.counters.merged == 56 and b.counters.shown == 1
 
 

@@ -69,15 +69,27 @@ def load_prefix(run_index: int, *parts: int) -> str:
 
 
 def load_argv(
-    url: str, secret: Path, rate: float, users: int, poll: str, seed: int, prefix: str
+    url: str,
+    secret: Path,
+    rate: float,
+    users: int,
+    poll: str,
+    seed: int,
+    prefix: str,
+    mix: str | None = None,
+    like_burst: int = 1,
 ) -> list[str]:
-    """One load process (``bench.load_gen`` with users of its own under ``prefix``)."""
-    return [
+    """One load process (``bench.load_gen`` with users of its own under ``prefix``);
+    ``mix`` None is load_gen's default mix."""
+    argv = [
         sys.executable, "-m", "bench.load_gen", "--user-prefix", prefix,
         "--url", url, "--secret-file", str(secret),
         "--rate", f"{rate:g}", "--users", str(users), "--poll", poll, "--seed", str(seed),
-        "--json", "--stdin",
+        "--like-burst", str(like_burst), "--json", "--stdin",
     ]  # fmt: skip
+    if mix is not None:
+        argv += ["--mix", mix]
+    return argv
 
 
 def prober_argv(

@@ -23,6 +23,11 @@ from bench.scenarios import Check
 LOAD_RATE_PER_S = 2000.0  # issue 8: interaction p99 < 100 ms with 2,000 events/s ...
 DANMAKU = 50  # ... and 50 danmaku on screen
 LOAD_USERS = 100
+# A show's audience: comments, likes tapped in bursts of 5, votes and lottery entries
+# (each user enters once, then types the keyword). Ramp and interaction keep load_gen's
+# plain default mix, so their figures stay comparable across versions.
+LOAD_MIX = "comment=0.4,like=0.45,vote=0.1,join=0.05"
+LIKE_BURST = 5
 PROBE_RATE_PER_S = 10.0
 RAMP_S = 6.0  # the load runs this long before the publisher: the board fills
 VIDEO_TARGET_P99_MS = glass.TARGET_P99_MS  # 35 ms

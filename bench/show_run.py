@@ -8,8 +8,9 @@ the node at once, each client its own process.
   (``bench.glass_viewer --strip both``: frame counter and probe strip of every
   picture), to ``EXTRA_VIEWERS`` counting WHEP viewers (``bench.fanout_viewer``) and
   over its RTMP push to ``bench.rtmp_receiver``;
-- ``bench.load_gen`` sends 2,000 events/s over WebSockets (comments, likes, votes),
-  starting ``RAMP_S`` before the publisher so that the board is full;
+- ``bench.load_gen`` sends 2,000 events/s over WebSockets (``show.LOAD_MIX``: comments,
+  likes in bursts of ``show.LIKE_BURST``, votes, lottery entries), starting ``RAMP_S``
+  before the publisher so that the board is full;
 - over the publisher's steady window (glass's: from its first frame at a receiver
   plus a second, to its exit) ``bench.probe_sender`` sends 10 probes/s, and the node
   is sampled (/proc and /metrics; every ``sample_interval_s``, with its open file
@@ -164,10 +165,10 @@ async def run(ctx: RunContext, spec: ShowSpec) -> RunResult:
                 "load",
                 live_clients.load_argv(
                     url, secret, show.LOAD_RATE_PER_S, show.LOAD_USERS, poll, ctx.run_index,
-                    live_clients.load_prefix(ctx.run_index),
+                    live_clients.load_prefix(ctx.run_index), show.LOAD_MIX, show.LIKE_BURST,
                 ),
                 ctx.log_path("load"),
-                node.env,  # the node's overlay settings, for the load's model of the board
+                {},
             )
         )  # fmt: skip
         reasons["whep"] = await _ready(viewer, "playing", READY_TIMEOUT_S, "no WHEP picture")

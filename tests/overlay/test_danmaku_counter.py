@@ -1,5 +1,6 @@
-"""A merged comment ("666 x57") is drawn as its text plus a counter sprite: a count that
-changes every frame re-renders a few digits, never the whole comment."""
+"""Counters that change every frame are drawn from small cached sprites: a merged
+comment ("666 x57") is its text plus a counter sprite, the like count is its digits;
+neither re-renders the whole label when the number moves."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from edge_node.overlay.scene import Danmaku, Scene, Style
+from edge_node.overlay.scene import Danmaku, LikeCounter, Scene, Style
 from edge_node.overlay.text import TextRenderer, find_font
 from edge_node.overlay.widgets import Painter, lane_y
 
@@ -68,3 +69,31 @@ def test_scene_wire_keeps_the_count() -> None:
     assert back.danmaku == (d,)
     assert back.danmaku[0].shown == "666 x57"
     assert Danmaku("a", "666", 2, 1.5, 120.0, 80).shown == "666"
+
+
+def likes_columns(painter: Painter, total: int) -> tuple[int, int]:
+    scene = Scene(version=1, likes=LikeCounter(total))
+    y_plane = np.zeros((H, W), np.uint8)
+    chroma = np.full((H // 2, W // 2), 128, np.uint8)
+    painter.paint((y_plane, chroma, chroma.copy()), scene, 1.0)
+    cols = np.flatnonzero(y_plane[H // 2 :].max(axis=0) > 40)
+    assert cols.size, "nothing drawn"
+    return int(cols[0]), int(cols[-1])
+
+
+def test_the_like_count_is_drawn_from_cached_digits() -> None:
+    renderer = TextRenderer(FONT)
+    painter = Painter(W, H, renderer, probe_enabled=False)
+    likes_columns(painter, 1234567890)  # every digit once
+    misses = renderer.misses
+    for total in (5, 98, 31337, 2024061, 999999999):
+        likes_columns(painter, total)
+    assert renderer.misses == misses  # a new count renders nothing
+    # The digits span what one sprite of the number would, right-aligned at the margin.
+    s = Style()
+    whole = renderer.render("31337", s.font_size_px)
+    first, last = likes_columns(painter, 31337)
+    right = W - s.safe_margin_px
+    assert last <= right and last >= right - 8
+    heart = renderer.render("❤", s.font_size_px)
+    assert first == pytest.approx(right - whole.width - 4 - heart.width, abs=10)

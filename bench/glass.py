@@ -1,9 +1,10 @@
 """Glass-to-glass latency from two logs: the publisher's and a receiver's (sans-I/O).
 
-The publisher (``edge_node.clients.rtmp_publish --log``) writes ``counter monotonic_s``
-for every frame it sends (the time is taken just before the frame goes to its
-encoder); a receiver (``bench.rtmp_receiver``, ``bench.glass_viewer``) writes
-``counter monotonic_s`` for every frame it decodes. Both clocks are the machine's
+The publisher (``edge_node.clients.rtmp_publish --log``, or over WHIP
+``bench.whip_publisher --frames-log``) writes ``counter monotonic_s`` for every frame
+it sends (the time is taken just before the frame goes to its encoder); a receiver
+(``bench.rtmp_receiver``, ``bench.glass_viewer``) writes ``counter monotonic_s`` for
+every frame it decodes. Both clocks are the machine's
 CLOCK_MONOTONIC, so the difference of the two times for the same counter is that
 frame's glass-to-glass latency.
 
@@ -27,6 +28,10 @@ COUNTER_MODULO = 1 << 16
 # The publisher's picture and counters (720p30, counters from 40000: far from the
 # node's own test pattern, whose counter starts at 0 with the node).
 SIZE, FPS, START = "1280x720", 30, 40000
+# The WHIP publisher's counters: another range, so that a viewer of the node never
+# takes a frame of one publisher for the other's.
+WHIP_START = 50000
+STREAM_KEY = "demo"  # the demo node's stream key (RTMP: rtmp://HOST:PORT/live/demo)
 DISCARD_S = 1.0  # the first second of every path is start-up, not steady state
 GRACE_S = 1.0  # receivers keep listening this long after the publisher is done
 TARGET_P99_MS = 35.0  # issue 3: the node's p99, at most one frame above the ~4 ms floor

@@ -1,9 +1,11 @@
 """Glass-to-glass runs: one publisher through a path to receivers, and the peer.
 
-``publish_through`` publishes the counter-stamped picture for N seconds while the
-receivers log what they decode, and calls back at the edges of the steady-state
-window (from the first frame of this publisher seen by a receiver plus
+``publish_through`` publishes the counter-stamped picture over RTMP for N seconds
+while the receivers log what they decode, and calls back at the edges of the
+steady-state window (from the first frame of this publisher seen by a receiver plus
 ``DISCARD_S``, to the publisher's exit), where the caller samples CPU and memory.
+``run_publisher`` does the same for any publisher command that writes the same frames
+log: ``whip_publisher_argv`` (``bench.whip_publisher``, over WHIP) is the other one.
 
 ``GlassPeer`` is the scenario's peer, run with the node stopped: first the *floor*
 (publisher -> receiver, no middle box: x264 encode, loopback RTMP, decode), then the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -142,11 +145,44 @@ async def publish_through(
     at_end: Callable[[], Awaitable[Any]],
     size: str = glass.SIZE,
 ) -> PublishOutcome:
-    """Publish for ``seconds``; ``at_start``/``at_end`` at the steady-state window's edges."""
+    """Publish over RTMP to ``url`` for ``seconds`` (``run_publisher``)."""
+    argv = publisher_argv(url, seconds, glass.START, size, glass.FPS, frames_log)
+    return await run_publisher(argv, seconds, frames_log, stderr_log, receivers, at_start, at_end)
+
+
+def whip_publisher_argv(
+    base_url: str,
+    stream_key: str,
+    seconds: float,
+    start: int,
+    size: str,
+    fps: int,
+    log: Path,
+    busy_wait_s: float = 0.0,
+) -> list[str]:
+    """``bench.whip_publisher``: the same picture and frames log as ``publisher_argv``'s,
+    over WHIP to the node at ``base_url``."""
+    return [
+        sys.executable, "-m", "bench.whip_publisher",
+        "--url", base_url, "--stream-key", stream_key, "--seconds", f"{seconds:g}",
+        "--start", str(start), "--size", size, "--fps", str(fps), "--frames-log", str(log),
+        "--busy-wait", f"{busy_wait_s:g}", "--json",
+    ]  # fmt: skip
+
+
+async def run_publisher(
+    argv: Sequence[str],
+    seconds: float,
+    frames_log: Path,
+    stderr_log: Path,
+    receivers: Sequence[JsonChild],
+    at_start: Callable[[], Awaitable[Any]],
+    at_end: Callable[[], Awaitable[Any]],
+) -> PublishOutcome:
+    """Run the publisher ``argv`` (which publishes for ``seconds`` and writes
+    ``frames_log``); ``at_start``/``at_end`` at the steady-state window's edges."""
     out = PublishOutcome()
-    pub = await Publisher.spawn(
-        publisher_argv(url, seconds, glass.START, size, glass.FPS, frames_log), stderr_log
-    )
+    pub = await Publisher.spawn(argv, stderr_log)
     try:
         out.first_frame_at = await _first_event(receivers, "first_frame", pub)
         if out.first_frame_at is None:
@@ -270,8 +306,8 @@ class GlassPeer(Peer):
                 pub_frames,
                 logs / f"{stem}-floor-publisher.log",
                 [rx],
-                _as_async(busy.start),
-                _as_async(busy.stop),
+                as_async(busy.start),
+                as_async(busy.stop),
                 self.size,
             )
             await asyncio.sleep(glass.GRACE_S)
@@ -386,7 +422,7 @@ class GlassPeer(Peer):
         return glass.join_files(pub_frames, rx_frames, glass.DISCARD_S), note, figures
 
 
-def _as_async(fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
+def as_async(fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
     async def call() -> None:
         fn()
 

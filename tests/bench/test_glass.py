@@ -1,10 +1,15 @@
 """The glass scenario's pure parts, without a node or any process: joining the
 publisher's and a receiver's logs, percentiles, the figures and ratios, the RTMP
 receiver's decoding (fed FLV tags in memory), the marker-bit jitter buffer, the
-ffmpeg command line and the plots."""
+ffmpeg command line, the WHIP publisher's command line, frames log and track, and
+the plots. Then the WHIP publisher as a process (refused by a server without WHIP
+and by a node given the wrong key; publishing to a real node) and a short real run
+of the scenario (``bench_smoke``: every node path, WHIP in included, produced its
+figures)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -26,6 +31,7 @@ from bench import glass  # noqa: E402
 from bench.figures import Figure  # noqa: E402
 from bench.glass_run import FFMPEG_VARIANTS, drawtext_filter, ffmpeg_argv, pick_font  # noqa: E402
 from bench.scenarios.glass import derived  # noqa: E402
+from tests.conftest import NodeProcess  # noqa: E402
 
 # ---- logs -------------------------------------------------------------------------
 
@@ -325,33 +331,6 @@ def rtp(seq: int, ts: int, marker: bool, data: bytes) -> Any:
     return p
 
 
-def test_marker_jitter_buffer_completes_a_frame_at_its_marker() -> None:
-    from bench.glass_viewer import marker_jitter_buffer_class
-
-    jb = marker_jitter_buffer_class()(capacity=128, is_video=True)
-    assert jb.add(rtp(10, 3000, False, b"a"))[1] is None
-    _, frame = jb.add(rtp(11, 3000, True, b"b"))
-    assert frame is not None and frame.data == b"ab" and frame.timestamp == 3000
-    # Stock aiortc would only have released it now, at the next frame's first packet.
-    assert jb.add(rtp(12, 6000, False, b"c"))[1] is None
-    _, frame = jb.add(rtp(13, 6000, True, b"d"))
-    assert frame is not None and frame.data == b"cd"
-
-
-def test_marker_jitter_buffer_waits_for_a_gap_and_falls_back_without_marker() -> None:
-    from bench.glass_viewer import marker_jitter_buffer_class
-
-    jb = marker_jitter_buffer_class()(capacity=128, is_video=True)
-    assert jb.add(rtp(20, 100, False, b"x"))[1] is None
-    assert jb.add(rtp(22, 100, True, b"z"))[1] is None  # 21 missing: wait
-    _, frame = jb.add(rtp(21, 100, False, b"y"))  # retransmitted
-    assert frame is not None and frame.data == b"xyz"
-    # A frame whose last packet carries no marker: completed at the next timestamp.
-    assert jb.add(rtp(23, 200, False, b"p"))[1] is None
-    _, frame = jb.add(rtp(24, 300, False, b"q"))
-    assert frame is not None and frame.data == b"p" and frame.timestamp == 200
-
-
 def test_stock_aiortc_is_left_alone_by_importing_the_viewer() -> None:
     import aiortc.rtcrtpreceiver as receiver_mod
     from aiortc.jitterbuffer import JitterBuffer
@@ -415,3 +394,210 @@ def test_compare_does_not_blame_the_node_for_the_peer_or_floor(tmp_path: Path) -
             timeout=60,
         )
         assert result.returncode == code, result.stdout + result.stderr
+
+
+# ---- the WHIP publisher, sans I/O --------------------------------------------------------
+
+
+def test_whip_frames_log_lines_are_the_rtmp_publishers() -> None:
+    from bench.whip_publisher import FramesLog, frames_log_line
+
+    # edge_node.clients.rtmp_publish writes f"{counter & 0xFFFF} {sent:.6f}\n".
+    assert frames_log_line(65537, 12.3456789) == "1 12.345679\n"
+    assert frames_log_line(50000, 100.0) == "50000 100.000000\n"
+    out = io.StringIO()
+    log = FramesLog(out, frames=3)
+    kept = [log.frame(c, 10.0 + c / 30) for c in (65534, 65535, 0, 1)]
+    assert kept == [True, True, True, False]
+    assert log.written == 3 and log.first_at == pytest.approx(10.0 + 65534 / 30)
+    entries = glass.parse_log(out.getvalue().splitlines())
+    assert [c for c, _ in entries] == [65534, 65535, 0]
+    assert out.getvalue().count("\n") == 3
+
+
+def test_whip_publisher_argv_round_trips_through_its_parser(tmp_path: Path) -> None:
+    from bench.glass_run import whip_publisher_argv
+    from bench.whip_publisher import Options, parse_args
+
+    argv = whip_publisher_argv(
+        "http://127.0.0.1:8080/", "demo", 2.5, 50000, "640x360", 25, tmp_path / "f.log", 5.0
+    )
+    assert argv[1:3] == ["-m", "bench.whip_publisher"]
+    opts = parse_args(argv[3:])
+    assert opts == Options(
+        url="http://127.0.0.1:8080",
+        stream_key="demo",
+        seconds=2.5,
+        start=50000,
+        width=640,
+        height=360,
+        fps=25,
+        frames_log=str(tmp_path / "f.log"),
+        json=True,
+        busy_wait_s=5.0,
+    )
+    assert opts.frames == 62 and opts.tail_frames == 12  # 0.5 s of tail by default
+    assert parse_args([*argv[3:], "--tail-seconds", "0"]).tail_frames == 1  # always one
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--size", "1280"], "WIDTHxHEIGHT"),
+        (["--size", "1281x720"], "even"),
+        (["--size", "128x72"], "256x16"),
+        (["--seconds", "0"], "above 0"),
+        (["--fps", "x"], "not a number"),
+        (["--busy-wait", "-1"], "0 or more"),
+    ],
+)
+def test_whip_publisher_refuses_a_bad_command_line(
+    args: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.whip_publisher import parse_args
+
+    base = ["--url", "http://x", "--stream-key", "k", "--seconds", "1", "--frames-log", "f"]
+    with pytest.raises(SystemExit) as exc:
+        parse_args([*base, *args])
+    assert exc.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_whip_refusals_say_what_went_wrong() -> None:
+    from bench.whip_publisher import is_loopback, refusal_message
+
+    assert "stream key" in refusal_message(401, "http://n/whip")
+    assert "no WHIP endpoint" in refusal_message(404, "http://n/whip")
+    assert "another publisher" in refusal_message(409, "http://n/whip")
+    assert refusal_message(500, "http://n/whip").startswith("POST http://n/whip: HTTP 500")
+    assert is_loopback("http://127.0.0.1:8080") and is_loopback("http://localhost:1")
+    assert is_loopback("http://[::1]:80") and not is_loopback("http://10.0.0.5:8080")
+    assert not is_loopback("http://node.example")
+
+
+async def test_whip_track_stamps_counters_logs_and_ends() -> None:
+    import asyncio
+
+    from bench.rtmp_receiver import luma
+    from bench.whip_publisher import LoggedCounterTrack
+    from edge_node import barcode
+
+    logged: list[tuple[int, float]] = []
+    track = LoggedCounterTrack(65534, 320, 240, 1000, 4, lambda c, t: logged.append((c, t)))
+    counters = []
+    for _ in range(4):
+        frame = await track.recv()
+        counters.append(barcode.read(luma(frame), *barcode.bottom_left(frame.height)))
+    assert counters == [65534, 65535, 0, 1]
+    assert [c for c, _ in logged] == counters
+    assert [t for _, t in logged] == sorted(t for _, t in logged)
+    assert not track.finished.is_set()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(track.recv(), 0.1)  # nothing more: it waits to be stopped
+    assert track.finished.is_set() and track.sent == 4
+
+
+# ---- the WHIP publisher as a process --------------------------------------------------------
+
+
+async def run_whip_publisher(*args: str, timeout_s: float = 60.0) -> tuple[int, str, str]:
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.whip_publisher", *args,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_whip_publisher_says_when_there_is_no_whip(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from bench.node import free_loopback_port
+
+    runner = web.AppRunner(web.Application())  # answers 404 to everything
+    await runner.setup()
+    port = free_loopback_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        code, _, err = await run_whip_publisher(
+            "--url", f"http://127.0.0.1:{port}", "--stream-key", "demo", "--seconds", "1",
+            "--frames-log", str(tmp_path / "frames.log"),
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    assert code == 1
+    assert "HTTP 404" in err and "no WHIP endpoint" in err
+    assert glass.read_log(tmp_path / "frames.log") == []
+
+
+# ---- a short real run (before the tests on the module's node: one node at a time) ------
+
+
+@pytest.mark.bench_smoke
+@pytest.mark.timeout(150)
+async def test_glass_runs_every_node_path_whip_in_included(tmp_path: Path) -> None:
+    from bench import report, runner
+    from bench.scenarios.glass import Glass
+
+    suite = await runner.run_suite(Glass(), 2.0, 1, tmp_path, with_peer=False, warmup_s=0.5)
+    report.write(suite, tmp_path)
+    data: dict[str, Any] = json.loads((tmp_path / "report.json").read_text())
+    figures = data["figures"]
+    # On this shared box a path can starve; then its figures must say why, not vanish.
+    for path in ("whep", "push", "whip_in"):
+        for name in (f"{path}_latency_p99_ms", f"{path}_frames_delivered"):
+            assert figures[name]["value"] is not None or figures[name].get("note"), name
+    assert figures["whip_in_publisher_frames_sent"]["value"] == 60  # 2 s at 30 fps, over WHIP
+    checks = {c["name"] for c in data["checks"]}
+    assert {"whip_in: publisher sent every frame", "whip_in: frames delivered"} <= checks
+    published = glass.read_log(tmp_path / "logs" / "run1-whip_in-publisher-frames.log")
+    assert [c for c, _ in published] == list(range(glass.WHIP_START, glass.WHIP_START + 60))
+
+
+# ---- the WHIP publisher against a real node --------------------------------------------
+
+
+async def test_whip_publisher_is_refused_a_wrong_stream_key(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    code, _, err = await run_whip_publisher(
+        "--url", node.url, "--stream-key", "not-the-key", "--seconds", "1",
+        "--frames-log", str(tmp_path / "frames.log"),
+    )  # fmt: skip
+    assert code == 1
+    assert "HTTP 401" in err and "stream key" in err
+
+
+async def test_whip_publisher_publishes_to_a_node_and_stops_by_itself(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    log = tmp_path / "frames.log"
+    units_before = _metric_or_zero(node, "edge_node_whip_access_units_total")
+    code, out, err = await run_whip_publisher(
+        "--url", node.url, "--stream-key", "demo", "--seconds", "1", "--start", "65520",
+        "--size", "640x360", "--fps", "30", "--frames-log", str(log), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events] == ["connected", "first_frame", "result"]
+    result = events[-1]
+    assert result["status"] == 201 and result["delete_status"] == 200
+    assert result["frames_sent"] == 30 and result["tail_frames_sent"] == 15
+    assert result["error"] is None
+    entries = glass.read_log(log)
+    assert [c for c, _ in entries] == [(65520 + i) % 65536 for i in range(30)]  # wraps
+    times = [t for _, t in entries]
+    assert times == sorted(times)
+    # Paced at 30 fps: never faster (a busy box may make it slower).
+    assert times[-1] - times[0] >= 29 / 30 * 0.95
+    assert _metric_or_zero(node, "edge_node_whip_access_units_total") > units_before
+
+
+def _metric_or_zero(node: NodeProcess, name: str) -> float:
+    try:
+        return node.metric(name)
+    except KeyError:
+        return 0.0

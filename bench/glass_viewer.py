@@ -60,33 +60,8 @@ STALL_S = 5.0
 
 
 def marker_jitter_buffer_class() -> type[Any]:
-    """aiortc's ``JitterBuffer`` with video frames completed at their marker bit."""
-    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-
-    class MarkerJitterBuffer(JitterBuffer):
-        def _remove_frame(self, sequence_number: int) -> Any:
-            if not self._is_video:
-                return super()._remove_frame(sequence_number)
-            packets: list[Any] = []
-            timestamp = None
-            origin = self._origin
-            if origin is None:
-                return None
-            for count in range(self.capacity):
-                packet = self._packets[(origin + count) % self._capacity]
-                if packet is None:
-                    return None  # a gap: wait for it (NACK) or for the buffer to move on
-                if timestamp is None:
-                    timestamp = packet.timestamp
-                elif packet.timestamp != timestamp:
-                    # The frame before ended without a marker (lost): aiortc's rule.
-                    self.remove(count)
-                    return JitterFrame(b"".join(p._data for p in packets), timestamp)
-                packets.append(packet)
-                if packet.marker:
-                    self.remove(count + 1)
-                    return JitterFrame(b"".join(p._data for p in packets), timestamp)
-            return None
+    """The node's marker-bit jitter buffer (``edge_node.media.jitter``)."""
+    from edge_node.media.jitter import MarkerJitterBuffer
 
     return MarkerJitterBuffer
 
@@ -99,9 +74,9 @@ def install_marker_jitter_buffer() -> None:
 
 def install_jitter_buffer(cls: type[Any]) -> None:
     """Make this process's aiortc RTP receivers use ``cls`` as their jitter buffer."""
-    import aiortc.rtcrtpreceiver as receiver_mod
+    from edge_node.media import jitter
 
-    setattr(receiver_mod, "JitterBuffer", cls)  # noqa: B010
+    jitter.install_jitter_buffer(cls)
 
 
 @dataclass

@@ -49,6 +49,7 @@ from edge_node.media.fanout import PacketHub
 from edge_node.media.ingest import IngestArbiter
 from edge_node.media.ingest_rtmp import RtmpListener
 from edge_node.media.ingest_whip import WhipEndpoint, install_passthrough_decoders
+from edge_node.media.jitter import install_marker_jitter_buffer
 from edge_node.media.record import Recorder
 from edge_node.media.supervisor import WorkerSupervisor
 from edge_node.metrics import Registry
@@ -291,6 +292,9 @@ class Node:
         self.missing_scripts = log_missing_scripts(self.font_path)
         restrict_ice_host_addresses(self.cfg.webrtc.host_addresses)
         install_passthrough_decoders()
+        # WHIP ingest: a publisher's frame goes on at its last packet, not one frame
+        # interval later when the next frame starts (aiortc's rule).
+        install_marker_jitter_buffer()
         await self.supervisor.start()
         if self.rtmp is not None:
             await self.rtmp.start()

@@ -207,7 +207,7 @@ def assert_key_never_logged(records: list[logging.LogRecord]) -> None:
 # ---- tests --------------------------------------------------------------------------
 
 
-# Six waits of up to 10 s each (``until``): the suite's 30 s default would cut a slow
+# Six waits of up to 10 s each (``until``): this module's 30 s default would cut a slow
 # but healthy run short on a loaded box (CI saw one take over 30 s).
 @pytest.mark.timeout(90)
 async def test_push_decodes_and_reconnects_to_a_restarted_target(

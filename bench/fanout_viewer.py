@@ -120,11 +120,9 @@ def window_figures(start: Mark, end: Mark, max_interval_s: float) -> dict[str, f
 def counting_jitter_buffer_class() -> type[Any]:
     """The marker-bit jitter buffer, feeding a ``PeerStats`` and, unless that connection
     decodes, dropping each completed frame before aiortc's decoder."""
-    from bench.glass_viewer import marker_jitter_buffer_class
+    from edge_node.media.jitter import MarkerJitterBuffer
 
-    base = marker_jitter_buffer_class()
-
-    class CountingJitterBuffer(base):  # type: ignore[misc,valid-type]
+    class CountingJitterBuffer(MarkerJitterBuffer):
         # Set just before a connection's (synchronous) addTransceiver creates the
         # receiver, and so this buffer: how each buffer finds its connection's stats.
         next_stats: ClassVar[PeerStats | None] = None
@@ -278,9 +276,9 @@ async def run(
 ) -> FanoutResult:
     import aiohttp
 
-    from bench.glass_viewer import install_jitter_buffer
     from bench.viewer import CounterTracker
     from edge_node.media.egress_whep import restrict_ice_host_addresses
+    from edge_node.media.jitter import install_jitter_buffer
 
     restrict_ice_host_addresses(["127.0.0.1"])
     jb_class = counting_jitter_buffer_class()

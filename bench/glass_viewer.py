@@ -19,10 +19,10 @@ the bench, the other clients or the node.
 aiortc's video jitter buffer hands a frame to the decoder only when the first packet
 of the *next* frame arrives (it completes frames on a timestamp change), which adds
 one frame interval (33 ms at 30 fps) that no browser adds: browsers complete a frame
-at the RTP marker bit of its last packet. This viewer therefore installs a jitter
-buffer that completes a frame at its marker bit (falling back to the timestamp rule
-for a frame whose marker was lost), so that it times the node, not aiortc;
-``--stock-jitter-buffer`` keeps aiortc's.
+at the RTP marker bit of its last packet. This viewer therefore installs the node's
+own (``edge_node.media.jitter``), which completes a frame at its marker bit (falling
+back to the timestamp rule for a frame whose marker was lost), so that it times the
+node, not aiortc; ``--stock-jitter-buffer`` keeps aiortc's.
 
 A wait of ``STALL_S`` without a picture after the first one is counted
 (``stalls``) and waited out, unless the peer connection failed.
@@ -57,26 +57,6 @@ STRIPS = ("counter", "probe", "both")
 # waiting (a busy box can hold the node's frames back for seconds, and a ramp's later
 # steps still need the viewer) unless the connection itself failed.
 STALL_S = 5.0
-
-
-def marker_jitter_buffer_class() -> type[Any]:
-    """The node's marker-bit jitter buffer (``edge_node.media.jitter``)."""
-    from edge_node.media.jitter import MarkerJitterBuffer
-
-    return MarkerJitterBuffer
-
-
-def install_marker_jitter_buffer() -> None:
-    """Make this process's aiortc RTP receivers complete a video frame at its marker bit
-    (the receiver looks the class up in its module when it is created)."""
-    install_jitter_buffer(marker_jitter_buffer_class())
-
-
-def install_jitter_buffer(cls: type[Any]) -> None:
-    """Make this process's aiortc RTP receivers use ``cls`` as their jitter buffer."""
-    from edge_node.media import jitter
-
-    jitter.install_jitter_buffer(cls)
 
 
 @dataclass
@@ -187,6 +167,8 @@ async def watch(
 
     restrict_ice_host_addresses(["127.0.0.1"])
     if marker_jitter_buffer:
+        from edge_node.media.jitter import install_marker_jitter_buffer
+
         install_marker_jitter_buffer()
     loop = asyncio.get_running_loop()
     done = asyncio.Event()

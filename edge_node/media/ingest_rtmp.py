@@ -50,17 +50,23 @@ class RtmpListener:
         self._server: asyncio.Server | None = None
         self._next_id = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.c_connections = registry.counter(
             f"{metric_prefix}_connections_total", "RTMP connections, by outcome."
         )
         self.c_bytes = registry.counter(f"{metric_prefix}_bytes_total", "RTMP bytes received.")
 
     async def start(self) -> None:
+        self._stopping = False
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        # A connection accepted just before close() whose handler has not run yet is
+        # not in _tasks to be cancelled; it sees _stopping and leaves at once, or
+        # wait_closed() (which waits for every connection) would wait on it for ever.
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -72,6 +78,9 @@ class RtmpListener:
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping:
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

@@ -74,6 +74,11 @@ async def test_viewer_shows_muted_and_rate_limited_plainly(
     assert await result_of(op, "#mute-result", "#unmute") == "✓ unmute"
     await page.wait_for_selector("#muted-banner", state="hidden")
     assert await page.is_enabled("#send")
+    # The announcement is set a moment after the banner hides (a screen reader hears a
+    # repeated text only when it was cleared first).
+    await page.wait_for_function(
+        "() => document.getElementById('ack').textContent === 'You may comment again'"
+    )
     assert await page.text_content("#ack") == "You may comment again"
     # Past the per-user burst the node says rate_limited, and the page says so.
     # Twelve sends within one task of the page: at Playwright's pace (a round trip per
